@@ -1,0 +1,49 @@
+"""AutoBackSwap tensor operations: pure, batched torch/kornia functions that follow the device
+of their inputs.
+
+- :mod:`~abs_ray.ops.patches`: pixel masks <-> patch-label grids (1 = foreground)
+- :mod:`~abs_ray.ops.label_csv`: the published ``info,mask`` hand-label CSV
+- :mod:`~abs_ray.ops.masks`: tight/loose masks from ``P(background)``, dilation, feathering
+- :mod:`~abs_ray.ops.composite`: background-swap sampling and compositing
+- :mod:`~abs_ray.ops.fill`: weight-free hole fills (the paper's gray / mean / noise ablations)
+- :mod:`~abs_ray.ops.metrics`: group accuracies (WGA), balanced accuracy, mask IoU
+"""
+
+from abs_ray.ops.composite import (
+    BackgroundSwap,
+    SwapConfig,
+    SwapParams,
+    sample_swap_params,
+    swap_backgrounds,
+    warp_foreground,
+)
+from abs_ray.ops.fill import fill_gray, fill_mean, fill_noise
+from abs_ray.ops.label_csv import PatchLabel, format_patch_label_csv, parse_patch_label_csv
+from abs_ray.ops.masks import dilate_mask, feather_mask, masks_from_background_prob
+from abs_ray.ops.metrics import GroupMetrics, balanced_accuracy, group_accuracy, mask_iou
+from abs_ray.ops.patches import mask_to_patch_labels, patch_coverage, upsample_patch_grid
+
+__all__ = [
+    "BackgroundSwap",
+    "GroupMetrics",
+    "PatchLabel",
+    "SwapConfig",
+    "SwapParams",
+    "balanced_accuracy",
+    "dilate_mask",
+    "feather_mask",
+    "fill_gray",
+    "fill_mean",
+    "fill_noise",
+    "format_patch_label_csv",
+    "group_accuracy",
+    "mask_iou",
+    "mask_to_patch_labels",
+    "masks_from_background_prob",
+    "parse_patch_label_csv",
+    "patch_coverage",
+    "sample_swap_params",
+    "swap_backgrounds",
+    "upsample_patch_grid",
+    "warp_foreground",
+]

@@ -1,0 +1,142 @@
+"""Shared fixtures: a device list, one local Ray cluster and one moto S3 server per session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+from abs_ray.env import configure_environment
+
+configure_environment()
+
+S3_KEYS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
+
+
+def _devices() -> list[str]:
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """Each test using it runs on CPU, and on CUDA when present (skipped otherwise)."""
+    if request.param not in _devices():
+        pytest.skip("no CUDA device")
+    import torch
+
+    return torch.device(request.param)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 HTTP endpoint (moto server mode) on 127.0.0.1; stopped at session end.
+
+    Yields an :class:`abs_ray.io.S3Options` pointing at it. The AWS environment variables are
+    set too, so code that reads the standard environment (and Ray workers) reaches it.
+    """
+    from moto.server import ThreadedMotoServer
+
+    from abs_ray.io import S3Options
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": S3_KEYS["access_key"],
+        "AWS_SECRET_ACCESS_KEY": S3_KEYS["secret_key"],
+        "AWS_DEFAULT_REGION": S3_KEYS["region"],
+        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield S3Options(endpoint_url=endpoint, **S3_KEYS)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server_with_auth():
+    """A second S3 server that checks credentials (moto's IAM check on from the first call).
+
+    Run as its own process (``moto_server``) because the switch is read at import time. Yields
+    its endpoint URL. Stopped with SIGINT (the CLI server ignores SIGTERM).
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen(
+        [exe, "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def bucket(s3_server):
+    """A fresh, empty bucket on the session's S3 server; yields its ``s3://name`` URI."""
+    import boto3
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        region_name=s3_server.region,
+    )
+    client.create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster (2 CPUs) for the whole test session."""
+    import ray
+
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ctx
+    finally:
+        ray.shutdown()
