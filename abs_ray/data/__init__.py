@@ -52,6 +52,7 @@ def __getattr__(name: str):
         return getattr(birds, name)
     raise AttributeError(f"module 'abs_ray.data' has no attribute {name!r}")
 
+
 __all__ = [
     "GROUP_NAMES",
     "IMAGE_SUFFIXES",
@@ -78,4 +79,5 @@ __all__ = [
     "write_birds",
     "write_manifest",
     "write_synthetic",
+    "write_waterbirds",
 ]

@@ -16,7 +16,9 @@ __all__ = ["parse_int_column", "parse_str_column", "require_columns", "row_error
 
 def row_error(source: str, row: int, message: str) -> ManifestRowError:
     """A :class:`ManifestRowError` for ``row`` (0-based position, shown 1-based)."""
-    return ManifestRowError(f"{source}: row {row + 1} (1-based data row, header excluded): {message}")
+    return ManifestRowError(
+        f"{source}: row {row + 1} (1-based data row, header excluded): {message}"
+    )
 
 
 def require_columns(columns: list[str] | pd.Index, required: tuple[str, ...], source: str) -> None:
@@ -66,7 +68,9 @@ def parse_int_column(
     values = values.reset_index(drop=True)
     missing = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())
     numbers = pd.to_numeric(values.where(~missing), errors="coerce")
-    bad = ~missing & (numbers.isna() | (numbers % 1 != 0) | values.map(lambda v: isinstance(v, bool)))
+    bad = ~missing & (
+        numbers.isna() | (numbers % 1 != 0) | values.map(lambda v: isinstance(v, bool))
+    )
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
         raise row_error(source, row, f"column {column!r} must be an integer, got {values[row]!r}")
@@ -79,13 +83,17 @@ def parse_int_column(
         if wrong.any():
             row = int(wrong.to_numpy().nonzero()[0][0])
             raise row_error(
-                source, row, f"column {column!r} must be one of {list(allowed)}, got {values[row]!r}"
+                source,
+                row,
+                f"column {column!r} must be one of {list(allowed)}, got {values[row]!r}",
             )
     if minimum is not None:
         wrong = out.notna() & (out < minimum)
         if wrong.any():
             row = int(wrong.to_numpy().nonzero()[0][0])
-            raise row_error(source, row, f"column {column!r} must be >= {minimum}, got {values[row]!r}")
+            raise row_error(
+                source, row, f"column {column!r} must be >= {minimum}, got {values[row]!r}"
+            )
     return out
 
 
@@ -117,16 +125,22 @@ def parse_str_column(
     """
     values = values.reset_index(drop=True)
     for row, value in enumerate(values.tolist()):
-        is_missing = value is None or value is pd.NA or (isinstance(value, float) and value != value)
+        is_missing = (
+            value is None or value is pd.NA or (isinstance(value, float) and value != value)
+        )
         if is_missing or (isinstance(value, str) and not value.strip()):
             if nullable:
                 continue
             raise row_error(source, row, f"column {column!r} must not be empty, got {value!r}")
         if not isinstance(value, str):
             raise row_error(
-                source, row, f"column {column!r} must be a string, got {type(value).__name__} {value!r}"
+                source,
+                row,
+                f"column {column!r} must be a string, got {type(value).__name__} {value!r}",
             )
         if allowed is not None and value not in allowed:
-            raise row_error(source, row, f"column {column!r} must be one of {list(allowed)}, got {value!r}")
+            raise row_error(
+                source, row, f"column {column!r} must be one of {list(allowed)}, got {value!r}"
+            )
     out = values.astype("string")
     return out.mask(out.str.strip() == "", pd.NA)

@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw
 from abs_ray.data._groups import check_fraction, group_counts, group_sequence
 from abs_ray.data.layouts import Sample, load_dataset, read_waterbirds, write_waterbirds
 from abs_ray.data.manifest import SPLITS
-from abs_ray.errors import AssetUnavailableError, ConfigError, DatasetError
+from abs_ray.errors import AbsRayError, AssetUnavailableError, ConfigError, DatasetError
 from abs_ray.io import S3Options, decode_image, encode_png, read_bytes, write_bytes
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,10 @@ def _locate(relpath: str, roots: Sequence[Path]) -> Path | None:
 
 def _table() -> dict[str, tuple[str, str, int]]:
     """Path below ``/`` → (package, kind, label) for every file of both tables."""
-    table = {f"{_STAMPS_DIR}/{name}": ("tuxpaint-stamps-default", "bird", y) for name, y in BIRD_STAMPS.items()}
+    table = {
+        f"{_STAMPS_DIR}/{name}": ("tuxpaint-stamps-default", "bird", y)
+        for name, y in BIRD_STAMPS.items()
+    }
     table.update({path: (package, "photo", place) for path, (package, place) in PHOTOS.items()})
     return table
 
@@ -241,7 +244,9 @@ def _run(cmd: list[str], cwd: Path | None = None) -> tuple[bool, str]:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     logger.info("running %s", " ".join(cmd))
     try:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200, check=False)
+        proc = subprocess.run(
+            cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
@@ -501,14 +506,18 @@ def compose_bird(
     (128, 255, 7)
     """
     if stamp.ndim != 3 or stamp.shape[2] != 4 or photo.ndim != 3 or photo.shape[2] != 3:
-        raise ConfigError(f"stamp must be (h, w, 4) and photo (H, W, 3), got {stamp.shape} and {photo.shape}")
+        raise ConfigError(
+            f"stamp must be (h, w, 4) and photo (H, W, 3), got {stamp.shape} and {photo.shape}"
+        )
     if not (0 < params.crop_side <= 1 and 0 < params.scale <= 1):
         raise ConfigError(f"crop_side and scale must be in (0, 1], got {params}")
     height, width = photo.shape[:2]
     side = params.crop_side * min(height, width)
     x0, y0 = params.crop_x * (width - side), params.crop_y * (height - side)
     background = np.asarray(
-        Image.fromarray(photo).resize((size, size), Image.Resampling.BICUBIC, box=(x0, y0, x0 + side, y0 + side))
+        Image.fromarray(photo).resize(
+            (size, size), Image.Resampling.BICUBIC, box=(x0, y0, x0 + side, y0 + side)
+        )
     )
     h, w = stamp.shape[:2]
     factor = params.scale * size / max(h, w)
@@ -572,7 +581,9 @@ class BirdsConfig:
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
         if self.n_test % 4:
-            raise ConfigError(f"n_test must be a multiple of 4 (four equal groups), got {self.n_test}")
+            raise ConfigError(
+                f"n_test must be a multiple of 4 (four equal groups), got {self.n_test}"
+            )
         if not isinstance(self.size, int) or self.size < 32:
             raise ConfigError(f"size must be an int >= 32, got {self.size!r}")
         check_fraction("correlation", self.correlation)
@@ -588,7 +599,14 @@ class BirdsConfig:
     @classmethod
     def tiny(cls, seed: int = 0, **overrides) -> BirdsConfig:
         """A benchmark small enough for tests: 16 / 8 / 16 samples at 64 px, PNG."""
-        values = {"n_train": 16, "n_val": 8, "n_test": 16, "size": 64, "seed": seed, "image_format": "png"}
+        values = {
+            "n_train": 16,
+            "n_val": 8,
+            "n_test": 16,
+            "size": 64,
+            "seed": seed,
+            "image_format": "png",
+        }
         return cls(**{**values, **overrides})
 
     def split_counts(self) -> dict[str, dict[int, int]]:
@@ -648,7 +666,9 @@ def build_birds(cfg: BirdsConfig, assets: BirdAssets) -> Iterator[Sample]:
                 cfg.crop_range,
                 cfg.scale_range,
             )
-            image, mask, background = compose_bird(stamps[bird.path], photos[photo.path], params, cfg.size)
+            image, mask, background = compose_bird(
+                stamps[bird.path], photos[photo.path], params, cfg.size
+            )
             yield Sample(
                 name=f"{split}_{index:05d}",
                 split=split,
@@ -759,9 +779,16 @@ def contact_sheet(
     names = GROUP_NAMES if names is None else names
     df = load_dataset(dataset_uri, s3)
     df = df.assign(_group=df["group"].fillna(df["label"]).astype(int))
-    rows = [(s, g) for s in SPLITS for g in sorted(df["_group"].unique()) if ((df.split == s) & (df._group == g)).any()]
+    rows = [
+        (s, g)
+        for s in SPLITS
+        for g in sorted(df["_group"].unique())
+        if ((df.split == s) & (df._group == g)).any()
+    ]
     label_width, pad = 190, 4
-    sheet = Image.new("RGB", (label_width + per_group * (thumb + pad), max(1, len(rows)) * (thumb + pad)), "white")
+    sheet = Image.new(
+        "RGB", (label_width + per_group * (thumb + pad), max(1, len(rows)) * (thumb + pad)), "white"
+    )
     draw = ImageDraw.Draw(sheet)
     for r, (split, group) in enumerate(rows):
         subset = df[(df.split == split) & (df._group == group)]
@@ -771,10 +798,14 @@ def contact_sheet(
         draw.text((4, top + 44), f"n = {len(subset)}", fill="black")
         for c, item in enumerate(subset.head(per_group).itertuples()):
             image = decode_image(read_bytes(item.image_uri, s3))
-            tile = np.array(Image.fromarray(image).resize((thumb, thumb), Image.Resampling.BILINEAR))
+            tile = np.array(
+                Image.fromarray(image).resize((thumb, thumb), Image.Resampling.BILINEAR)
+            )
             if isinstance(item.mask_uri, str):
                 mask = decode_image(read_bytes(item.mask_uri, s3))[..., 0]
-                mask = np.asarray(Image.fromarray(mask).resize((thumb, thumb), Image.Resampling.NEAREST))
+                mask = np.asarray(
+                    Image.fromarray(mask).resize((thumb, thumb), Image.Resampling.NEAREST)
+                )
                 tile[_outline(mask >= 128)] = (255, 0, 0)
             sheet.paste(Image.fromarray(tile), (label_width + c * (thumb + pad), top))
     write_bytes(out_png, encode_png(np.asarray(sheet)), s3)
@@ -792,26 +823,39 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description="Build the offline Waterbirds-like birds benchmark from Debian photo packages.",
         add_help=add_help,
     )
-    parser.add_argument("--out", required=True, help="output folder, local or s3://")
+    parser.add_argument("--out", default=None, help="output folder, local or s3:// (required)")
+    parser.add_argument(
+        "--fetch-only",
+        action="store_true",
+        help="only obtain the Debian photo packages (installs with apt as root), then exit",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--size", type=int, default=defaults.size)
     parser.add_argument("--n-train", type=int, default=defaults.n_train)
     parser.add_argument("--n-val", type=int, default=defaults.n_val)
     parser.add_argument("--n-test", type=int, default=defaults.n_test, help="multiple of 4")
     parser.add_argument("--correlation", type=float, default=defaults.correlation)
-    parser.add_argument("--val-correlation", type=float, default=None, help="default: --correlation")
+    parser.add_argument(
+        "--val-correlation", type=float, default=None, help="default: --correlation"
+    )
     parser.add_argument("--image-format", choices=("jpg", "png"), default=defaults.image_format)
-    parser.add_argument("--no-backgrounds", action="store_true", help="do not write clean backgrounds")
-    parser.add_argument("--tiny", action="store_true", help="16/8/16 samples at 64 px (overrides sizes)")
-    parser.add_argument("--cache-dir", default=None, help=f"package cache (default {DEFAULT_CACHE_DIR})")
-    parser.add_argument("--contact-sheet", default=None, help="also write a PNG grid of samples here")
+    parser.add_argument(
+        "--no-backgrounds", action="store_true", help="do not write clean backgrounds"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="16/8/16 samples at 64 px (overrides sizes)"
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help=f"package cache (default {DEFAULT_CACHE_DIR})"
+    )
+    parser.add_argument(
+        "--contact-sheet", default=None, help="also write a PNG grid of samples here"
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Build the benchmark, print counts per split and group, optionally a contact sheet."""
-    args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _config_from_args(args: argparse.Namespace) -> BirdsConfig:
+    """The :class:`BirdsConfig` the parsed arguments describe (``ConfigError`` if invalid)."""
     fields = {
         "seed": args.seed,
         "size": args.size,
@@ -823,17 +867,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         "image_format": args.image_format,
         "backgrounds": not args.no_backgrounds,
     }
-    if args.tiny:
-        cfg = BirdsConfig.tiny(**{k: v for k, v in fields.items() if k not in ("size", "n_train", "n_val", "n_test", "image_format")})
-    else:
-        cfg = BirdsConfig(**fields)
+    if args.tiny:  # tiny sets the sizes and the format; the other options still apply
+        sized = ("size", "n_train", "n_val", "n_test", "image_format")
+        return BirdsConfig.tiny(**{k: v for k, v in fields.items() if k not in sized})
+    return BirdsConfig(**fields)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the benchmark, print counts per split and group, optionally a contact sheet."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.fetch_only:
+        try:
+            assets = fetch_assets(args.cache_dir)
+        except AbsRayError as exc:
+            logger.error("%s: %s", type(exc).__name__, exc)
+            return 2
+        print(f"birds assets: {len(assets.birds)} bird cut-outs, {len(assets.photos)} photos")
+        return 0
+    if not args.out:
+        parser.error("--out is required (or --fetch-only)")
+    try:
+        cfg = _config_from_args(args)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return 2
     start = time.perf_counter()
-    assets = fetch_assets(args.cache_dir)
-    manifest = write_birds(args.out, cfg, assets)
+    try:
+        assets = fetch_assets(args.cache_dir)
+        manifest = write_birds(args.out, cfg, assets)
+    except AbsRayError as exc:
+        logger.error("%s: %s", type(exc).__name__, exc)
+        return 2
     elapsed = time.perf_counter() - start
     table = split_group_table(manifest)
     table.columns = [f"g{g}" for g in table.columns]
-    print(f"birds benchmark: {len(manifest)} images at {cfg.size} px in {args.out} ({elapsed:.1f} s)")
+    print(
+        f"birds benchmark: {len(manifest)} images at {cfg.size} px in {args.out} ({elapsed:.1f} s)"
+    )
     print("groups: " + ", ".join(f"g{g} = {n}" for g, n in GROUP_NAMES.items()))
     print(table.to_string())
     print("config: " + json.dumps(dataclasses.asdict(cfg)))

@@ -70,7 +70,16 @@ __all__ = [
 #: Columns a Waterbirds ``metadata.csv`` must have.
 WATERBIRDS_COLUMNS: tuple[str, ...] = ("img_filename", "y", "split", "place")
 #: Image file suffixes recognised in class folders.
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+)
 _SPLIT_CODES = {0: "train", 1: "val", 2: "test"}
 _MANIFEST_NAMES = ("manifest.parquet", "manifest.csv")
 
@@ -169,7 +178,9 @@ def read_class_folders(root_uri: str, s3: S3Options | None = None) -> pd.DataFra
         if not any(p.startswith(".") for p in _relative_parts(f, root))
     ]
     if not files:
-        raise LayoutError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) found in class folders")
+        raise LayoutError(
+            f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) found in class folders"
+        )
     parts = [_relative_parts(f, root) for f in files]
     depths = sorted({len(p) for p in parts})
     if len(depths) != 1 or depths[0] not in (2, 3):
@@ -328,7 +339,9 @@ def write_waterbirds(
     root = _root(root_uri)
 
     def encode(array: np.ndarray) -> bytes:
-        return encode_png(array) if image_format == "png" else encode_jpeg(array, quality=jpeg_quality)
+        return (
+            encode_png(array) if image_format == "png" else encode_jpeg(array, quality=jpeg_quality)
+        )
 
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -337,7 +350,9 @@ def write_waterbirds(
             raise ConfigError(f"duplicate sample name {sample.name!r}")
         seen.add(sample.name)
         if sample.split not in SPLITS:
-            raise ConfigError(f"sample {sample.name!r}: split must be one of {list(SPLITS)}, got {sample.split!r}")
+            raise ConfigError(
+                f"sample {sample.name!r}: split must be one of {list(SPLITS)}, got {sample.split!r}"
+            )
         height, width = sample.image.shape[:2]
         if sample.image.shape != (height, width, 3) or sample.mask.shape != (height, width):
             raise ConfigError(
@@ -361,6 +376,8 @@ def write_waterbirds(
     meta = pd.DataFrame(rows)
     write_bytes(join(root, "metadata.csv"), meta.to_csv(index=False).encode("utf-8"), s3)
     if config is not None:
-        write_text(join(root, "config.json"), json.dumps(dict(config), indent=2, sort_keys=True) + "\n", s3)
+        write_text(
+            join(root, "config.json"), json.dumps(dict(config), indent=2, sort_keys=True) + "\n", s3
+        )
     logger.info("wrote %d samples in the Waterbirds layout to %s", len(rows), root)
     return meta

@@ -61,7 +61,15 @@ __all__ = [
 ]
 
 #: Columns of every manifest, in order.
-MANIFEST_COLUMNS: tuple[str, ...] = ("id", "image_uri", "label", "split", "group", "place", "mask_uri")
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "id",
+    "image_uri",
+    "label",
+    "split",
+    "group",
+    "place",
+    "mask_uri",
+)
 #: Allowed values of the ``split`` column.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: File suffixes a manifest can be stored as.
@@ -93,7 +101,9 @@ def validate_manifest(df: pd.DataFrame, source: str = "<DataFrame>") -> pd.DataF
     abs_ray.errors.ManifestRowError: m.csv: row 1 (1-based data row, header excluded): column 'split' must be one of ['train', 'val', 'test'], got 'dev'
     """
     if not isinstance(df, pd.DataFrame):
-        raise DatasetError(f"{source}: a manifest must be a pandas DataFrame, got {type(df).__name__}")
+        raise DatasetError(
+            f"{source}: a manifest must be a pandas DataFrame, got {type(df).__name__}"
+        )
     require_columns(df.columns, MANIFEST_COLUMNS, source)
     df = df.reset_index(drop=True)
     out = pd.DataFrame(
@@ -111,7 +121,9 @@ def validate_manifest(df: pd.DataFrame, source: str = "<DataFrame>") -> pd.DataF
     if duplicated.any():
         row = int(duplicated.to_numpy().nonzero()[0][0])
         first = int((out["id"] == out["id"][row]).to_numpy().nonzero()[0][0])
-        raise row_error(source, row, f"duplicate id {out['id'][row]!r} (first seen in row {first + 1})")
+        raise row_error(
+            source, row, f"duplicate id {out['id'][row]!r} (first seen in row {first + 1})"
+        )
     for column in df.columns:
         if column not in MANIFEST_COLUMNS:
             out[column] = df[column]
@@ -183,14 +195,21 @@ def read_manifest_file(uri: str, s3: S3Options | None = None) -> pd.DataFrame:
             df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
         else:
             df = pq.read_table(io.BytesIO(data)).to_pandas()
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, UnicodeDecodeError) as exc:
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        pa.ArrowException,
+        UnicodeDecodeError,
+    ) as exc:
         raise DatasetError(f"{uri}: cannot parse as {fmt[1:]}: {exc}") from exc
     df = validate_manifest(df, source=str(uri))
     folder = _folder_of(uri)
     for column in ("image_uri", "mask_uri"):
-        df[column] = df[column].map(
-            lambda v: resolve_relative(v, folder) if isinstance(v, str) else v
-        ).astype("string")
+        df[column] = (
+            df[column]
+            .map(lambda v: resolve_relative(v, folder) if isinstance(v, str) else v)
+            .astype("string")
+        )
     logger.info("read manifest %s: %d rows", uri, len(df))
     return df
 
@@ -217,9 +236,13 @@ def write_manifest(
     if relative:
         prefix = _folder_of(uri).rstrip("/") + "/"
         for column in ("image_uri", "mask_uri"):
-            df[column] = df[column].map(
-                lambda v: v[len(prefix) :] if isinstance(v, str) and v.startswith(prefix) else v
-            ).astype("string")
+            df[column] = (
+                df[column]
+                .map(
+                    lambda v: v[len(prefix) :] if isinstance(v, str) and v.startswith(prefix) else v
+                )
+                .astype("string")
+            )
     if fmt == ".csv":
         data = df.to_csv(index=False).encode("utf-8")
     else:

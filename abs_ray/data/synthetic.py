@@ -51,7 +51,10 @@ __all__ = [
 ]
 
 #: Shapes drawn for each class.
-CLASS_SHAPES: dict[int, tuple[str, ...]] = {0: ("disc", "ellipse", "ring"), 1: ("square", "rectangle", "cross")}
+CLASS_SHAPES: dict[int, tuple[str, ...]] = {
+    0: ("disc", "ellipse", "ring"),
+    1: ("square", "rectangle", "cross"),
+}
 #: Background type per place index.
 PLACE_NAMES: dict[int, str] = {0: "land", 1: "water"}
 _SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
@@ -89,7 +92,9 @@ class SyntheticConfig:
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
         if self.n_test % 4:
-            raise ConfigError(f"n_test must be a multiple of 4 (four equal groups), got {self.n_test}")
+            raise ConfigError(
+                f"n_test must be a multiple of 4 (four equal groups), got {self.n_test}"
+            )
         if not isinstance(self.size, int) or self.size < 16:
             raise ConfigError(f"size must be an int >= 16, got {self.size!r}")
         check_fraction("correlation", self.correlation)
@@ -139,8 +144,14 @@ def render_background(place: int, size: int, rng: np.random.Generator) -> np.nda
     if place == 1:
         base = np.array([rng.uniform(10, 70), rng.uniform(80, 150), rng.uniform(160, 230)])
         freq, phase = rng.uniform(2.0, 6.0), rng.uniform(0, 2 * np.pi)
-        bend, bend_freq, bend_phase = rng.uniform(0.3, 1.2), rng.uniform(0.5, 2.0), rng.uniform(0, 2 * np.pi)
-        waves = np.sin(2 * np.pi * freq * yy + phase + bend * np.sin(2 * np.pi * bend_freq * xx + bend_phase))
+        bend, bend_freq, bend_phase = (
+            rng.uniform(0.3, 1.2),
+            rng.uniform(0.5, 2.0),
+            rng.uniform(0, 2 * np.pi),
+        )
+        waves = np.sin(
+            2 * np.pi * freq * yy + phase + bend * np.sin(2 * np.pi * bend_freq * xx + bend_phase)
+        )
         ripples = np.sin(2 * np.pi * 3 * freq * yy + rng.uniform(0, 2 * np.pi))
         shade = 1.0 + 0.18 * waves + 0.05 * ripples
         image = base[None, None, :] * shade[..., None] + rng.normal(0, 2.0, (size, size, 1))
@@ -202,7 +213,9 @@ def render_object(
         mask = (np.abs(u) <= 0.8 * radius) & (np.abs(v) <= 0.8 * radius * aspect)
     else:  # cross
         arm, width = radius, radius * aspect * 0.5
-        mask = ((np.abs(u) <= arm) & (np.abs(v) <= width)) | ((np.abs(u) <= width) & (np.abs(v) <= arm))
+        mask = ((np.abs(u) <= arm) & (np.abs(v) <= width)) | (
+            (np.abs(u) <= width) & (np.abs(v) <= arm)
+        )
     base = rng.uniform(0, 255, 3)
     light = rng.uniform(0, 2 * np.pi)
     shade = 1.0 + 0.2 * (dx * np.cos(light) + dy * np.sin(light)) / max(radius, 1.0)

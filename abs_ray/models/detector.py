@@ -354,7 +354,9 @@ class _TorchvisionBackbone(nn.Module):
         super().__init__()
         self.model = model
         self.feature_dim = feature_dim
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -374,7 +376,10 @@ def _torchvision_backbone(
     if weights in _PRETRAINED:
         try:
             state = weights_enum.get_state_dict(progress=False, check_hash=True)
-        except (OSError, RuntimeError) as exc:  # URLError is an OSError; hash mismatch a RuntimeError
+        except (
+            OSError,
+            RuntimeError,
+        ) as exc:  # URLError is an OSError; hash mismatch a RuntimeError
             raise WeightsUnavailableError(
                 f"{name}: could not download torchvision weights {weights_enum} from "
                 f"{weights_enum.url} ({type(exc).__name__}: {exc}). Without internet, download "

@@ -80,7 +80,11 @@ class Disentangled:
         Raises:
             ConfigError: ``index`` is out of range.
         """
-        if isinstance(index, bool) or not isinstance(index, int) or not -len(self) <= index < len(self):
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, int)
+            or not -len(self) <= index < len(self)
+        ):
             raise ConfigError(f"index must be an int in [0, {len(self)}), got {index!r}")
 
         def u8(t: torch.Tensor) -> np.ndarray:
@@ -153,8 +157,8 @@ def disentangle(
     training mode is switched to ``eval()`` for the call and restored afterwards.
 
     Args:
-        images: ``(B, 3, H, W)`` float in ``[0, 1]``; the grid size ``G`` of the detector must
-            divide ``H`` and ``W``.
+        images: ``(B, 3, H, W)`` float in ``[0, 1]``. When the detector's grid ``G`` divides
+            ``H`` and ``W`` each patch is an exact block, otherwise the nearest patch wins.
         detector: module on the images' device mapping ``(B, 3, H, W)`` in ``[0, 1]`` to
             ``(B, G, G)`` logits with ``sigmoid = P(background)``.
         inpainter: an :class:`~abs_ray.models.inpainters.Inpainter` (see
@@ -167,8 +171,7 @@ def disentangle(
         :class:`Disentangled` with tensors on the images' device and of their dtype.
 
     Raises:
-        ConfigError: bad images, detector (type, device, output shape), thresholds, or a grid
-            that does not divide the image size.
+        ConfigError: bad images, detector (type, device, output shape) or thresholds.
         AllHoleError: the loose mask covers a whole image and the inpainter's
             ``all_hole="raise"``.
         InpainterOutputError: a pluggable inpainter returned a wrong result.
@@ -260,7 +263,9 @@ def disentangle_image(
             or len(hw) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw)
         ):
-            raise ConfigError(f"size must be a positive int or (H, W) of positive ints, got {size!r}")
+            raise ConfigError(
+                f"size must be a positive int or (H, W) of positive ints, got {size!r}"
+            )
         if tuple(hw) != tuple(tensor.shape[-2:]):
             tensor = F.interpolate(
                 tensor, size=tuple(hw), mode="bilinear", align_corners=False, antialias=True

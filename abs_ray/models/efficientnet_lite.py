@@ -101,7 +101,13 @@ class _ConvBN(nn.Module):
     """Same-padded conv (no bias) -> BatchNorm (eps 1e-3) -> optional ReLU6."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        act: bool = True,
     ) -> None:
         super().__init__()
         self.conv = _SameConv2d(in_ch, out_ch, kernel, stride=stride, groups=groups)
@@ -242,7 +248,7 @@ def convert_lite0_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str
             index, rest = match.groups()
             for old, repl in _IN_BLOCK.items():
                 if rest.startswith(old):
-                    new = f"blocks.{index}.{repl}{rest[len(old):]}"
+                    new = f"blocks.{index}.{repl}{rest[len(old) :]}"
                     break
         elif key.startswith("_"):
             for old, repl in _TOP_LEVEL.items():

@@ -118,7 +118,9 @@ def _check_inputs(image: object, mask: object) -> None:
         or not image.is_floating_point()
     ):
         raise ConfigError(f"image must be a (B, 3, H, W) floating tensor, got {_describe(image)}")
-    if not isinstance(mask, torch.Tensor) or not (mask.is_floating_point() or mask.dtype == torch.bool):
+    if not isinstance(mask, torch.Tensor) or not (
+        mask.is_floating_point() or mask.dtype == torch.bool
+    ):
         raise ConfigError(f"mask must be a floating or bool tensor, got {_describe(mask)}")
     expected = (image.shape[0], 1, *image.shape[2:])
     if tuple(mask.shape) != expected:
@@ -132,7 +134,15 @@ def _check_inputs(image: object, mask: object) -> None:
 
 def _to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) float [0, 1] -> (B, H, W, 3) uint8 numpy (CPU copy)."""
-    return (images.detach() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return (
+        (images.detach() * 255)
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+        .permute(0, 2, 3, 1)
+        .cpu()
+        .numpy()
+    )
 
 
 def _from_uint8_hwc(arrays: list[np.ndarray], like: torch.Tensor) -> torch.Tensor:
@@ -163,7 +173,9 @@ class Inpainter(abc.ABC):
         if isinstance(dilate, bool) or not isinstance(dilate, int) or dilate < 0:
             raise ConfigError(f"dilate must be an int >= 0, got {dilate!r}")
         if all_hole not in ALL_HOLE_POLICIES:
-            raise ConfigError(f"all_hole must be one of {', '.join(ALL_HOLE_POLICIES)}, got {all_hole!r}")
+            raise ConfigError(
+                f"all_hole must be one of {', '.join(ALL_HOLE_POLICIES)}, got {all_hole!r}"
+            )
         self.dilate = dilate
         self.all_hole = all_hole
 
@@ -458,7 +470,7 @@ def _import_patchmatch():
         raise AssetUnavailableError(
             f"the patchmatch inpainter needs the 'pypatchmatch' package: {exc}"
         ) from exc
-    if not patchmatch.patchmatch_available():  # pragma: no cover
+    if not patchmatch.patchmatch_available:  # pragma: no cover
         raise AssetUnavailableError("pypatchmatch is installed but its native library cannot load")
     return patchmatch
 
@@ -513,7 +525,9 @@ class TorchScriptInpainter(Inpainter):
         data = read_bytes(uri, s3)
         try:
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*jit.*deprecated", category=FutureWarning)
+                warnings.filterwarnings(
+                    "ignore", message=".*jit.*deprecated", category=FutureWarning
+                )
                 module = torch.jit.load(io.BytesIO(data), map_location=self.device)
         except (RuntimeError, ValueError) as exc:
             raise ConfigError(f"{uri} is not a loadable TorchScript module: {exc}") from exc

@@ -37,7 +37,9 @@ def _check(image: object, mask: object, patch: object) -> None:
         or mask.shape[2:] != image.shape[2:]
     ):
         desc = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ConfigError(f"mask must be (B, 1, H, W) matching image {tuple(image.shape)}, got {desc}")
+        raise ConfigError(
+            f"mask must be (B, 1, H, W) matching image {tuple(image.shape)}, got {desc}"
+        )
     if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
         raise ConfigError(f"patch must be an int >= 1, got {patch!r}")
 

@@ -66,7 +66,11 @@ def test_split_assets_is_a_seeded_partition(fake_assets):
         for label in (0, 1):
             sets = {s: {a.name for a in parts[s].select(kind, label)} for s in parts}
             assert all(sets.values())  # every split gets at least one
-            assert not sets["train"] & sets["val"] and not sets["train"] & sets["test"] and not sets["val"] & sets["test"]
+            assert (
+                not sets["train"] & sets["val"]
+                and not sets["train"] & sets["test"]
+                and not sets["val"] & sets["test"]
+            )
             assert set().union(*sets.values()) == {a.name for a in fake_assets.select(kind, label)}
     assert split_assets(fake_assets, seed=0) == parts
     assert split_assets(fake_assets, seed=1) != parts
@@ -83,9 +87,16 @@ def test_no_bird_or_photo_shared_between_train_and_val_or_test(fake_assets):
         train = _names(samples, "train", key)
         assert not train & _names(samples, "test", key), key
         assert not train & _names(samples, "val", key), key
-    assert all(labels[s.meta["bird"]] == s.y and labels[s.meta["photo"]] == s.place for s in samples)
+    assert all(
+        labels[s.meta["bird"]] == s.y and labels[s.meta["photo"]] == s.place for s in samples
+    )
     assert all(s.place == s.y for s in samples if s.split != "test")
-    assert [sum(s.group == g for s in samples if s.split == "test") for g in range(4)] == [8, 8, 8, 8]
+    assert [sum(s.group == g for s in samples if s.split == "test") for g in range(4)] == [
+        8,
+        8,
+        8,
+        8,
+    ]
     # every train bird of a class is used, about equally often
     per_bird = {}
     for s in samples:
@@ -111,7 +122,9 @@ def test_composition_is_exact_and_deterministic(fake_assets):
     paths = {a.name: a.path for a in fake_assets.birds + fake_assets.photos}
     params = PasteParams(**{f: s.meta[f] for f in PasteParams.__dataclass_fields__})
     stamp = birds_module._load_stamp(paths[s.meta["bird"]])
-    photo = birds_module._load_photo(paths[s.meta["photo"]], math.ceil(cfg.size / cfg.crop_range[0]))
+    photo = birds_module._load_photo(
+        paths[s.meta["photo"]], math.ceil(cfg.size / cfg.crop_range[0])
+    )
     image, mask, background = compose_bird(stamp, photo, params, cfg.size)
     np.testing.assert_array_equal(image, s.image)
     np.testing.assert_array_equal(mask, s.mask)
@@ -160,6 +173,12 @@ def test_missing_assets_raise_a_clear_error(tmp_path):
     assert "tuxpaint-stamps-default" in str(info.value) and "apt-get install" in str(info.value)
 
 
+def test_cli_rejects_bad_config_without_building(tmp_path, caplog):
+    assert main(["--out", str(tmp_path / "x"), "--n-test", "6"]) == 2
+    assert "n_test must be a multiple of 4 (four equal groups), got 6" in caplog.text
+    assert not (tmp_path / "x").exists()
+
+
 def test_real_assets_build_the_tiny_benchmark(tmp_path, capsys):
     """Builds from the Debian packages; fetch_assets installs them (apt) where missing."""
     assets = fetch_assets(tmp_path / "cache")
@@ -168,7 +187,20 @@ def test_real_assets_build_the_tiny_benchmark(tmp_path, capsys):
         with Image.open(asset.path) as img:
             assert img.mode == "RGBA" and os.path.basename(asset.name) in BIRD_STAMPS
     out, sheet = tmp_path / "birds", tmp_path / "sheet.png"
-    assert main(["--out", str(out), "--tiny", "--cache-dir", str(tmp_path / "cache"), "--contact-sheet", str(sheet)]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(out),
+                "--tiny",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--contact-sheet",
+                str(sheet),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "birds benchmark: 40 images at 64 px" in printed and "contact sheet" in printed
     manifest = load_dataset(str(out))

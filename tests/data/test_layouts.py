@@ -33,7 +33,9 @@ def _png(seed: int) -> bytes:
 
 def _waterbirds(root: str, metadata: str = METADATA) -> str:
     write_text(join(root, "metadata.csv"), metadata)
-    for i, name in enumerate(("001.Albatross/a1.png", "001.Albatross/a2.png", "002.Crow/c1.png", "002.Crow/c2.png")):
+    for i, name in enumerate(
+        ("001.Albatross/a1.png", "001.Albatross/a2.png", "002.Crow/c1.png", "002.Crow/c2.png")
+    ):
         write_bytes(join(root, name), _png(i))
     return root
 
@@ -41,7 +43,13 @@ def _waterbirds(root: str, metadata: str = METADATA) -> str:
 def _class_folders(root: str, with_splits: bool) -> str:
     files = ["cat/1.jpg", "cat/2.PNG", "dog/1.png", "ant/x.webp"]
     if with_splits:
-        files = ["train/cat/1.png", "train/dog/1.png", "val/dog/2.png", "test/ant/3.png", "test/cat/4.png"]
+        files = [
+            "train/cat/1.png",
+            "train/dog/1.png",
+            "val/dog/2.png",
+            "test/ant/3.png",
+            "test/cat/4.png",
+        ]
     for i, name in enumerate(files):
         write_bytes(join(root, name), _png(i))
     write_text(join(root, "README.txt"), "not an image")
@@ -53,19 +61,33 @@ def _strip(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
     """The manifest with ``prefix`` removed from URIs, to compare local and S3 reads."""
     out = df.copy()
     for column in ("image_uri", "mask_uri"):
-        out[column] = out[column].map(lambda v: v[len(prefix) :] if isinstance(v, str) else v).astype("string")
+        out[column] = (
+            out[column]
+            .map(lambda v: v[len(prefix) :] if isinstance(v, str) else v)
+            .astype("string")
+        )
     return out
 
 
 def test_waterbirds_local_and_s3_identical(tmp_path, bucket):
     local = read_waterbirds(_waterbirds(str(tmp_path)))
     remote = read_waterbirds(_waterbirds(f"{bucket}/wb"))
-    assert local["id"].tolist() == ["001.Albatross/a1.png", "001.Albatross/a2.png", "002.Crow/c1.png", "002.Crow/c2.png"]
+    assert local["id"].tolist() == [
+        "001.Albatross/a1.png",
+        "001.Albatross/a2.png",
+        "002.Crow/c1.png",
+        "002.Crow/c2.png",
+    ]
     assert local["split"].tolist() == ["train", "test", "val", "test"]
     assert local["label"].tolist() == [1, 1, 0, 0]
     assert local["place"].tolist() == [1, 0, 0, 1]
     assert local["group"].tolist() == [3, 2, 0, 1]
-    assert local["mask_uri"].tolist() == [str(tmp_path / "masks/a1.png"), pd.NA, str(tmp_path / "masks/c1.png"), str(tmp_path / "masks/c2.png")]
+    assert local["mask_uri"].tolist() == [
+        str(tmp_path / "masks/a1.png"),
+        pd.NA,
+        str(tmp_path / "masks/c1.png"),
+        str(tmp_path / "masks/c2.png"),
+    ]
     pd.testing.assert_frame_equal(_strip(local, str(tmp_path)), _strip(remote, f"{bucket}/wb"))
     assert read_bytes(remote["image_uri"][2]) == _png(2)
 
@@ -80,11 +102,31 @@ def test_waterbirds_without_mask_column(tmp_path):
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("002.Crow/c1.png,0,1,0", "002.Crow/c1.png,zero,1,0", r"row 3 .*column 'y' must be an integer, got 'zero'"),
-        ("001.Albatross/a2.png,1,2,0", "001.Albatross/a2.png,1,5,0", r"row 2 .*column 'split' must be one of \[0, 1, 2\], got '5'"),
-        ("002.Crow/c2.png,0,2,1", "002.Crow/c2.png,0,2,", r"row 4 .*column 'place' must not be empty"),
-        ("002.Crow/c2.png,0,2,1", "002.Crow/c2.png,0,2,1.5", r"row 4 .*column 'place' must be an integer, got '1.5'"),
-        ("002.Crow/c1.png,0,1", "001.Albatross/a1.png,0,1", r"row 3 .*duplicate id '001.Albatross/a1.png' \(first seen in row 1\)"),
+        (
+            "002.Crow/c1.png,0,1,0",
+            "002.Crow/c1.png,zero,1,0",
+            r"row 3 .*column 'y' must be an integer, got 'zero'",
+        ),
+        (
+            "001.Albatross/a2.png,1,2,0",
+            "001.Albatross/a2.png,1,5,0",
+            r"row 2 .*column 'split' must be one of \[0, 1, 2\], got '5'",
+        ),
+        (
+            "002.Crow/c2.png,0,2,1",
+            "002.Crow/c2.png,0,2,",
+            r"row 4 .*column 'place' must not be empty",
+        ),
+        (
+            "002.Crow/c2.png,0,2,1",
+            "002.Crow/c2.png,0,2,1.5",
+            r"row 4 .*column 'place' must be an integer, got '1.5'",
+        ),
+        (
+            "002.Crow/c1.png,0,1",
+            "001.Albatross/a1.png,0,1",
+            r"row 3 .*duplicate id '001.Albatross/a1.png' \(first seen in row 1\)",
+        ),
         ("4,002.Crow/c2.png", "4,", r"row 4 .*column 'img_filename' must not be empty"),
     ],
 )
@@ -92,13 +134,17 @@ def test_waterbirds_bad_row_names_file_row_value(tmp_path, bucket, old, new, mes
     assert old in METADATA
     for root in (str(tmp_path), f"{bucket}/wb"):
         _waterbirds(root, METADATA.replace(old, new))
-        with pytest.raises(ManifestRowError, match=re.escape(join(root, "metadata.csv")) + ": " + message):
+        with pytest.raises(
+            ManifestRowError, match=re.escape(join(root, "metadata.csv")) + ": " + message
+        ):
             load_dataset(root)
 
 
 def test_waterbirds_missing_column(tmp_path):
     _waterbirds(str(tmp_path), METADATA.replace(",place,", ",location,"))
-    with pytest.raises(ManifestRowError, match=r"metadata\.csv: header row: missing column\(s\) \['place'\]"):
+    with pytest.raises(
+        ManifestRowError, match=r"metadata\.csv: header row: missing column\(s\) \['place'\]"
+    ):
         read_waterbirds(str(tmp_path))
 
 
@@ -108,7 +154,13 @@ def test_class_folders_local_and_s3_identical(tmp_path, bucket, with_splits):
     remote = read_class_folders(_class_folders(f"{bucket}/cf", with_splits))
     pd.testing.assert_frame_equal(_strip(local, str(tmp_path)), _strip(remote, f"{bucket}/cf"))
     if with_splits:
-        assert local["id"].tolist() == ["test/ant/3.png", "test/cat/4.png", "train/cat/1.png", "train/dog/1.png", "val/dog/2.png"]
+        assert local["id"].tolist() == [
+            "test/ant/3.png",
+            "test/cat/4.png",
+            "train/cat/1.png",
+            "train/dog/1.png",
+            "val/dog/2.png",
+        ]
         assert local["split"].tolist() == ["test", "test", "train", "train", "val"]
         assert local["label"].tolist() == [0, 1, 1, 2, 2]
     else:
@@ -121,13 +173,17 @@ def test_class_folders_local_and_s3_identical(tmp_path, bucket, with_splits):
 def test_class_folders_bad_layouts(tmp_path):
     write_bytes(str(tmp_path / "a" / "cat" / "1.png"), _png(0))
     write_bytes(str(tmp_path / "a" / "dog.png"), _png(1))
-    with pytest.raises(LayoutError, match=r"found images at depths \{1: 'dog.png', 2: 'cat/1.png'\}"):
+    with pytest.raises(
+        LayoutError, match=r"found images at depths \{1: 'dog.png', 2: 'cat/1.png'\}"
+    ):
         read_class_folders(str(tmp_path / "a"))
     write_bytes(str(tmp_path / "b" / "train" / "1.png"), _png(0))
     with pytest.raises(LayoutError, match=r"look like splits with images directly inside"):
         read_class_folders(str(tmp_path / "b"))
     write_bytes(str(tmp_path / "c" / "fold1" / "cat" / "1.png"), _png(0))
-    with pytest.raises(LayoutError, match=r"need split folders \['train', 'val', 'test'\] on top, got \['fold1'\]"):
+    with pytest.raises(
+        LayoutError, match=r"need split folders \['train', 'val', 'test'\] on top, got \['fold1'\]"
+    ):
         read_class_folders(str(tmp_path / "c"))
 
 
@@ -154,7 +210,13 @@ def test_unknown_layout_lists_what_was_looked_for(tmp_path, bucket):
         with pytest.raises(LayoutError) as info:
             load_dataset(uri)
         text = str(info.value)
-        for looked_for in ("metadata.csv", "manifest.parquet", "manifest.csv", "<class>/", "<split>/<class>/"):
+        for looked_for in (
+            "metadata.csv",
+            "manifest.parquet",
+            "manifest.csv",
+            "<class>/",
+            "<split>/<class>/",
+        ):
             assert looked_for in text
     with pytest.raises(StorageNotFoundError):
         load_dataset(str(tmp_path / "absent"))

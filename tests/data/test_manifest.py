@@ -69,12 +69,16 @@ def test_bad_value_names_source_row_and_value(column, row, value, expected):
 def test_duplicate_id_names_both_rows():
     df = _frame(4)
     df.loc[3, "id"] = "img1"
-    with pytest.raises(ManifestRowError, match=r"m\.csv: row 4 .*duplicate id 'img1' \(first seen in row 2\)"):
+    with pytest.raises(
+        ManifestRowError, match=r"m\.csv: row 4 .*duplicate id 'img1' \(first seen in row 2\)"
+    ):
         validate_manifest(df, source="m.csv")
 
 
 def test_missing_column_names_header_and_columns():
-    with pytest.raises(ManifestRowError, match=r"m\.csv: header row: missing column\(s\) \['split'\]"):
+    with pytest.raises(
+        ManifestRowError, match=r"m\.csv: header row: missing column\(s\) \['split'\]"
+    ):
         validate_manifest(_frame().drop(columns="split"), source="m.csv")
     with pytest.raises(DatasetError, match="must be a pandas DataFrame"):
         validate_manifest([1, 2], source="m.csv")
@@ -107,21 +111,33 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path, bucket):
         str(tmp_path / "other" / "b.png"),
         "s3://elsewhere/c.png",
     ]
-    assert local["mask_uri"].tolist() == [str(tmp_path / "wb" / "masks" / "a.png"), pd.NA, "/abs/c.png"]
-    assert remote["image_uri"].tolist() == [f"{bucket}/wb/images/a.png", f"{bucket}/other/b.png", "s3://elsewhere/c.png"]
+    assert local["mask_uri"].tolist() == [
+        str(tmp_path / "wb" / "masks" / "a.png"),
+        pd.NA,
+        "/abs/c.png",
+    ]
+    assert remote["image_uri"].tolist() == [
+        f"{bucket}/wb/images/a.png",
+        f"{bucket}/other/b.png",
+        "s3://elsewhere/c.png",
+    ]
     assert remote["group"].tolist() == [pd.NA, 3, 2]
 
 
 def test_write_relative_makes_a_relocatable_folder(tmp_path):
     folder = tmp_path / "set"
-    df = validate_manifest(_frame()).assign(image_uri=[str(folder / f"images/{i}.png") for i in range(3)])
+    df = validate_manifest(_frame()).assign(
+        image_uri=[str(folder / f"images/{i}.png") for i in range(3)]
+    )
     df["image_uri"] = df["image_uri"].astype("string")
     write_manifest(df, str(folder / "manifest.csv"), relative=True)
     assert "images/0.png" in read_text(str(folder / "manifest.csv"))
     assert str(folder) not in read_text(str(folder / "manifest.csv"))
     os.rename(folder, tmp_path / "moved")
     moved = read_manifest_file(str(tmp_path / "moved" / "manifest.csv"))
-    assert moved["image_uri"].tolist() == [str(tmp_path / "moved" / f"images/{i}.png") for i in range(3)]
+    assert moved["image_uri"].tolist() == [
+        str(tmp_path / "moved" / f"images/{i}.png") for i in range(3)
+    ]
 
 
 def test_bad_row_in_a_file_names_the_file(tmp_path):
@@ -130,7 +146,9 @@ def test_bad_row_in_a_file_names_the_file(tmp_path):
         uri,
         "id,image_uri,label,split,group,place,mask_uri\na,/a.png,0,train,,,\nb,/b.png,one,train,,,\n",
     )
-    with pytest.raises(ManifestRowError, match=rf"{uri}: row 2 .*'label' must be an integer, got 'one'"):
+    with pytest.raises(
+        ManifestRowError, match=rf"{uri}: row 2 .*'label' must be an integer, got 'one'"
+    ):
         read_manifest_file(uri)
 
 

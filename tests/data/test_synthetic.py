@@ -22,10 +22,14 @@ def _counts(samples, split):
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        write_synthetic(str(tmp_path / name), SyntheticConfig(n_train=8, n_val=4, n_test=8, size=32, seed=seed))
+        write_synthetic(
+            str(tmp_path / name), SyntheticConfig(n_train=8, n_val=4, n_test=8, size=32, seed=seed)
+        )
     files = sorted(os.path.relpath(f, tmp_path / "a") for f in list_files(str(tmp_path / "a")))
     assert len(files) == 3 * 20 + 2  # images, masks, backgrounds; metadata.csv, config.json
-    assert files == sorted(os.path.relpath(f, tmp_path / "b") for f in list_files(str(tmp_path / "b")))
+    assert files == sorted(
+        os.path.relpath(f, tmp_path / "b") for f in list_files(str(tmp_path / "b"))
+    )
     for rel in files:
         assert read_bytes(str(tmp_path / "a" / rel)) == read_bytes(str(tmp_path / "b" / rel)), rel
     image = "images/train_00000.png"
@@ -43,7 +47,11 @@ def test_correlation_one_and_balanced_test():
 
 
 def test_partial_correlation_and_balanced_val():
-    samples = list(generate_synthetic(SyntheticConfig(n_train=40, n_val=8, n_test=8, correlation=0.9, val_correlation=0.5)))
+    samples = list(
+        generate_synthetic(
+            SyntheticConfig(n_train=40, n_val=8, n_test=8, correlation=0.9, val_correlation=0.5)
+        )
+    )
     assert _counts(samples, "train") == {0: 18, 1: 2, 2: 2, 3: 18}
     assert _counts(samples, "val") == {0: 2, 1: 2, 2: 2, 3: 2}
 
