@@ -1,20 +1,28 @@
-"""The main job's orchestration: configuration and the stages that exist so far.
+"""The main job: detector → disentangle, streamed through Ray Data.
 
-Stages (``PipelineConfig.stages``):
+Stages (``PipelineConfig.stages``, default all, in this order):
 
-- ``labels``: stream every image and mask of the data set from storage through Ray Data,
-  decode them safely, and turn the masks into G×G patch labels in the published ``info,mask``
-  CSV format (what the detector trains from). Bad inputs land in ``errors/``.
-- ``preview``: composite background swaps for a few samples with the true masks and the
-  mean-colour fill (one of the paper's ablation fills) and write ``swap_preview.png``.
+1. ``detector`` — train the patch detector from patch labels (an ``info,mask`` CSV, or the
+   data set's masks by coverage threshold), or load a given checkpoint. Training runs as one
+   Ray task (on a GPU when the cluster has one).
+2. ``disentangle`` — stream every image of the data set from storage through Ray Data:
+   decode (tasks) → detector (actor pool) → masks + inpainting (its own actor pool) →
+   encode (tasks) → write. Models load once per actor.
 
-The detector, disentangle (inference + inpainting), train and evaluate stages come with the
-model, pipeline and training issues; this module grows with them.
+Outputs under ``cfg.out`` (local folder or ``s3://`` prefix):
 
-Outputs under ``cfg.out`` (a local folder or ``s3://`` prefix):
-``samples/`` (Parquet, one row per loaded input), ``errors/`` (Parquet, one row per failed
-input: uri, stage, error type, message), ``patch_labels.csv``, ``swap_preview.png`` and
-``manifest.json`` (resolved config, code version, counts with input = ok + errors).
+- ``detector/`` — ``detector.pt``, ``metrics.json``, ``mask_sheet.png`` (when trained here);
+- ``data/`` — the disentangled data set, Parquet shards readable by Ray Data: id, source uri,
+  label, split, group/place, ``foreground_png`` (RGBA: image + tight alpha),
+  ``background_png`` (inpainted), ``patch_prob`` (the detector's G² grid of P(background)),
+  and the detector/inpainter/code versions that made them;
+- ``errors/`` — one record per input that failed: id, uri, stage, error type, message;
+- ``swap_preview.png`` — a few foregrounds swapped onto other backgrounds;
+- ``manifest.json`` — resolved config, code version, detector checkpoint, counts
+  (``input = ok + errors``), seconds and images/s per stage.
+
+Re-running into the same output replaces ``data/`` and ``errors/``; with ``resume`` the ids
+already in either are skipped, which finishes an interrupted run without duplicating a row.
 """
 
 from __future__ import annotations
@@ -22,33 +30,56 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import posixpath
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from abs_ray import __version__
-from abs_ray.errors import ConfigError
-from abs_ray.io import (
-    S3Options,
-    check_readable,
-    check_writable,
-    delete,
-    exists,
-    join,
-    resolve,
-    write_bytes,
-    write_text,
-)
+from abs_ray.errors import AbsRayError, ConfigError
+from abs_ray.io import S3Options, check_readable, check_writable, delete, exists, join, read_text, write_bytes, write_text
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("labels", "preview")
-#: Columns of the ``errors/`` records (see :func:`abs_ray.stages.error_records`).
-ERROR_RECORD_COLUMNS = ("id", "uri", "stage", "error_type", "message")
+STAGES = ("detector", "disentangle")
 DEMO_DATA = "data/demo"
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolConfig:
+    """Size and resources of one Ray Data stage.
+
+    Attributes:
+        min_size: fewest actors (actor stages).
+        max_size: most actors (actor stages); the pool grows with the backlog.
+        batch_size: rows per call; bigger amortises model calls, smaller keeps memory low.
+        num_cpus: logical CPUs per actor/task. Fractions keep a 2-CPU box from starving the
+            read tasks (an actor pool that takes every CPU hangs the stream).
+        num_gpus: GPUs per actor; None = 1 for model stages when the cluster has GPUs, else 0.
+    """
+
+    min_size: int = 1
+    max_size: int = 2
+    batch_size: int = 16
+    num_cpus: float = 0.5
+    num_gpus: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_size <= self.max_size:
+            raise ConfigError(f"pool sizes need 1 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_cpus <= 0 or (self.num_gpus is not None and self.num_gpus < 0):
+            raise ConfigError(f"num_cpus must be > 0 and num_gpus >= 0, got {self.num_cpus}, {self.num_gpus}")
+
+
+def _default_detector_train():
+    from abs_ray.models.detector_train import DetectorTrainConfig
+
+    # A frozen backbone trains in minutes on CPU; unfreeze (freeze_backbone=False) on a GPU.
+    return DetectorTrainConfig(freeze_backbone=True, epochs=60, early_stop_patience=15, device="auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,45 +88,63 @@ class PipelineConfig:
 
     Attributes:
         data: data set URI (any layout :func:`abs_ray.data.load_dataset` reads); None = the
-            embedded demo (a synthetic data set generated into ``data/demo`` on first use).
+            embedded demo, a synthetic data set generated into ``data/demo`` on first use.
         out: output URI (local folder or ``s3://bucket/prefix``).
-        stages: which stages to run, in order.
-        image_size: side length images are resized to (224 for real data, as in the paper).
-        grid: patch grid side G (must divide ``image_size``).
-        coverage_threshold: foreground coverage from which a patch counts as foreground
-            (0.25 on Waterbirds).
-        load_batch_size: rows per decode task; small enough that a batch of 224² images stays
-            a few MB, large enough to amortise task overhead.
-        preview_samples: how many samples ``preview`` composites.
-        seed: seed of every random draw.
-        demo_size: per-split sizes (train, val, test) of the generated demo.
+        stages: which of :data:`STAGES` to run.
+        resume: skip ids already in ``data/`` or ``errors/`` (and reuse a trained detector).
+        detector_checkpoint: use this detector instead of training one.
+        detector_train: how to train it (image size, grid, labels, recipe); ``out`` and
+            ``data`` are set by the pipeline.
+        inpainter: registered inpainter name (``patchmatch``, ``telea``, ``torchscript``, ...).
+        inpainter_kwargs: its arguments, e.g. ``{"dilate": 3}`` or ``{"uri": "s3://.../lama.pt"}``.
+        tight: ``P(background)`` threshold of the tight (cut-out) mask; None = the detector's.
+        loose: threshold of the loose (inpainted) mask; None = the detector's.
+        device: ``auto`` (GPU when an actor has one), ``cpu``, ``cuda``, ...
+        load: decode tasks (``min_size``/``max_size`` unused).
+        detect: detector actor pool.
+        inpaint: inpainting actor pool (patch-based inpainting is the slowest step on CPU).
+        encode: PNG-encoding tasks.
+        max_pixels: images with more pixels are refused before decoding.
+        preview_samples: samples shown in ``swap_preview.png`` (0 = none).
+        seed: seed of the demo and the preview.
     """
 
     data: str | None = None
     out: str = "runs/demo"
     stages: tuple[str, ...] = STAGES
-    image_size: int = 224
-    grid: int = 16
-    coverage_threshold: float = 0.25
-    load_batch_size: int = 32
+    resume: bool = False
+    detector_checkpoint: str | None = None
+    detector_train: Any = dataclasses.field(default_factory=_default_detector_train)
+    inpainter: str = "patchmatch"
+    inpainter_kwargs: dict = dataclasses.field(default_factory=dict)
+    tight: float | None = None
+    loose: float | None = None
+    device: str = "auto"
+    load: PoolConfig = PoolConfig(batch_size=32, num_cpus=0.25)
+    detect: PoolConfig = PoolConfig(min_size=1, max_size=1, batch_size=32, num_cpus=0.5)
+    inpaint: PoolConfig = PoolConfig(min_size=1, max_size=2, batch_size=8, num_cpus=0.5)
+    encode: PoolConfig = PoolConfig(batch_size=32, num_cpus=0.25)
+    max_pixels: int = 40_000_000
     preview_samples: int = 8
     seed: int = 0
-    demo_size: tuple[int, int, int] = (160, 40, 80)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.stages:
-            raise ConfigError(
-                f"unknown stage(s) {unknown or list(self.stages)}; known stages: {', '.join(STAGES)}"
-            )
-        if self.image_size % self.grid:
-            raise ConfigError(f"patch grid {self.grid} must divide image size {self.image_size}")
-        if not 0.0 < self.coverage_threshold <= 1.0:
-            raise ConfigError(
-                f"coverage_threshold must be in (0, 1], got {self.coverage_threshold}"
-            )
-        if self.load_batch_size < 1 or self.preview_samples < 1:
-            raise ConfigError("load_batch_size and preview_samples must be at least 1")
+            raise ConfigError(f"unknown stage(s) {unknown or list(self.stages)}; known stages: {', '.join(STAGES)}")
+        if "disentangle" in self.stages and "detector" not in self.stages and not self.detector_checkpoint:
+            raise ConfigError("the disentangle stage needs a detector: add the detector stage or give detector_checkpoint")
+        for name in ("tight", "loose"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ConfigError(f"{name} must be in (0, 1), got {value}")
+        if self.max_pixels < 1 or self.preview_samples < 0:
+            raise ConfigError("max_pixels must be >= 1 and preview_samples >= 0")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["detector_train"] = self.detector_train.to_dict()
+        return d
 
 
 def code_version() -> str:
@@ -109,158 +158,259 @@ def code_version() -> str:
             timeout=5,
             check=True,
         ).stdout.strip()
-        return f"{__version__}+g{rev}"
+        return f"{__version__}+g{rev}" if rev else __version__
     except (OSError, subprocess.SubprocessError):
         return __version__
 
 
-def prepare_data(cfg: PipelineConfig) -> tuple[str, PipelineConfig]:
-    """Return the data URI to use, generating the embedded demo when ``cfg.data`` is None."""
+def prepare_data(cfg: PipelineConfig, s3: S3Options | None = None) -> PipelineConfig:
+    """Fill in ``cfg.data``, generating the embedded demo when it is None.
+
+    The demo is a synthetic data set at 128 px (two shape classes on "water"/"land"
+    textures, 100 % correlated in train, exact masks); its detector uses G = 16.
+    """
     from abs_ray.data import SyntheticConfig, write_synthetic
 
     if cfg.data is not None:
-        return cfg.data, cfg
-    n_train, n_val, n_test = cfg.demo_size
-    demo = SyntheticConfig(n_train=n_train, n_val=n_val, n_test=n_test, size=64, seed=cfg.seed)
-    if not exists(join(DEMO_DATA, "metadata.csv")):
+        return cfg
+    demo = SyntheticConfig(n_train=200, n_val=40, n_test=80, size=128, seed=cfg.seed)
+    if not _same_demo(demo):
         logger.info("generating the demo data set in %s", DEMO_DATA)
+        delete(DEMO_DATA)
         write_synthetic(DEMO_DATA, demo)
-    # The demo images are 64 px: keep them at their size, with a grid that divides it.
-    return DEMO_DATA, dataclasses.replace(
-        cfg, image_size=demo.size, grid=16 if demo.size % 16 == 0 else 8
-    )
+    train = dataclasses.replace(cfg.detector_train, image_size=demo.size, grid=16, num_labelled=160, eval_max=80)
+    return dataclasses.replace(cfg, data=DEMO_DATA, detector_train=train)
+
+
+def _same_demo(demo) -> bool:
+    """True when ``DEMO_DATA`` holds exactly this synthetic configuration."""
+    try:
+        found = json.loads(read_text(join(DEMO_DATA, "config.json")))
+    except (AbsRayError, ValueError):
+        return False
+    wanted = dataclasses.asdict(demo)
+    return exists(join(DEMO_DATA, "metadata.csv")) and all(found.get(k) == v for k, v in wanted.items())
 
 
 def run(cfg: PipelineConfig, s3: S3Options | None = None) -> dict:
     """Run the configured stages; return the summary also written to ``manifest.json``.
 
     Raises:
-        StorageNotFoundError / StorageAccessError: the data or the output cannot be reached
-            (checked before any work).
+        StorageNotFoundError / StorageAccessError: the data, output or checkpoint cannot be
+            reached (checked before any work).
         LayoutError / ManifestRowError: the data set cannot be read.
+        ConfigError: inconsistent settings (e.g. a grid that does not divide the image size).
     """
-    import ray
-
     from abs_ray.data import load_dataset
-    from abs_ray.stages import LoadImages, error_records
-    from abs_ray.stages.patch_labels import MaskToPatchLabels
 
     s3 = s3 or S3Options.from_env()
-    data_uri, cfg = prepare_data(cfg)
-    check_readable(data_uri, s3)
+    cfg = prepare_data(cfg, s3)
+    # Fail fast, before any work: data readable, output writable, layout known, config sane.
+    check_readable(cfg.data, s3)
     check_writable(cfg.out, s3)
-    manifest = load_dataset(data_uri, s3)
-    t0 = time.perf_counter()
-    logger.info("data set %s: %d images; output %s", data_uri, len(manifest), cfg.out)
+    if cfg.detector_checkpoint:
+        check_readable(cfg.detector_checkpoint, s3)
+    manifest = load_dataset(cfg.data, s3)
+    logger.info("data set %s: %d images; output %s", cfg.data, len(manifest), cfg.out)
 
-    blocks = max(1, min(64, len(manifest) // cfg.load_batch_size))
-    # Split here: from_pandas(override_num_blocks=) hands ndarrays to Ray with pandas 3.
-    chunks = [manifest.iloc[idx] for idx in np.array_split(np.arange(len(manifest)), blocks)]
-    ds = ray.data.from_pandas(chunks)
-    loaded = (
-        ds.map_batches(
-            LoadImages,
-            fn_constructor_kwargs={"size": (cfg.image_size, cfg.image_size), "s3": s3},
-            batch_size=cfg.load_batch_size,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
-            # Fractional CPUs so decode actors never starve the read tasks on a 2-CPU box.
-            num_cpus=0.5,
-        )
-        .map_batches(
-            MaskToPatchLabels,
-            fn_constructor_kwargs={"grid": cfg.grid, "threshold": cfg.coverage_threshold},
-            batch_size=cfg.load_batch_size,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
-            num_cpus=0.5,
-        )
-        .materialize()
-    )
-    load_s = time.perf_counter() - t0
-
-    fs, out_path = resolve(cfg.out, s3)
-    errors = loaded.map_batches(error_records, batch_size=None).materialize()
-    n_errors = errors.count()
-    # Ray writes no file for zero rows: clear old records first so errors/ is always current.
-    delete(join(cfg.out, "errors"), s3)
-    if n_errors:
-        errors.write_parquet(posixpath.join(out_path, "errors"), filesystem=fs)
-    else:  # an empty shard with the schema, so readers of errors/ always find a table
-        write_bytes(join(cfg.out, "errors", "empty.parquet"), _empty_errors_parquet(), s3)
-    ok = loaded.filter(expr="error_type == ''")
-    meta_cols = [c for c in manifest.columns] + ["patch_labels"]
-    ok.select_columns(meta_cols).write_parquet(
-        posixpath.join(out_path, "samples"), filesystem=fs, mode=ray.data.SaveMode.OVERWRITE
-    )
-
-    rows = ok.select_columns(["id", "patch_labels"]).take_all()
-    from abs_ray.ops.label_csv import PatchLabel, format_patch_label_csv
-
-    labels = [PatchLabel(r["id"], _grid_from_string(r["patch_labels"], cfg.grid)) for r in rows]
-    write_text(join(cfg.out, "patch_labels.csv"), format_patch_label_csv(labels), s3)
-
-    summary = {
+    summary: dict[str, Any] = {
         "code_version": code_version(),
-        "config": dataclasses.asdict(dataclasses.replace(cfg, data=data_uri)),
+        "config": cfg.to_dict(),
         "storage": s3.public(),
-        "counts": {"input": len(manifest), "ok": len(rows), "errors": n_errors},
-        "seconds": {"labels": round(load_s, 2)},
-        "images_per_s": {"labels": round(len(manifest) / max(load_s, 1e-9), 1)},
-        "outputs": {
-            "samples": join(cfg.out, "samples"),
-            "errors": join(cfg.out, "errors"),
-            "patch_labels": join(cfg.out, "patch_labels.csv"),
-        },
+        "seconds": {},
+        "images_per_s": {},
     }
-    if "preview" in cfg.stages:
-        preview = ok.limit(max(cfg.preview_samples * 4, 32)).take_all()
-        png = swap_preview(preview, cfg)
-        write_bytes(join(cfg.out, "swap_preview.png"), png, s3)
-        summary["outputs"]["swap_preview"] = join(cfg.out, "swap_preview.png")
-    write_text(join(cfg.out, "manifest.json"), json.dumps(summary, indent=2, sort_keys=True), s3)
+    checkpoint = cfg.detector_checkpoint
+    if "detector" in cfg.stages and not checkpoint:
+        checkpoint, metrics = run_detector_stage(cfg, manifest, s3)
+        summary["detector_metrics"] = {k: metrics.get(k) for k in ("val", "held_out", "best_epoch")}
+        summary["seconds"]["detector"] = round(metrics["seconds"]["total"], 2)
+    summary["detector_checkpoint"] = checkpoint
+    if "disentangle" in cfg.stages:
+        summary.update(run_disentangle_stage(cfg, manifest, checkpoint, s3, summary))
+    write_text(join(cfg.out, "manifest.json"), json.dumps(summary, indent=2, sort_keys=True, default=str), s3)
     return summary
 
 
-def _empty_errors_parquet() -> bytes:
-    import pyarrow as pa
+def run_detector_stage(cfg: PipelineConfig, manifest, s3: S3Options) -> tuple[str, dict]:
+    """Train the detector as one Ray task (GPU when available); return (checkpoint, metrics)."""
+    import ray
+
+    from abs_ray.models.detector_train import train_detector
+
+    out = join(cfg.out, "detector")
+    checkpoint = join(out, "detector.pt")
+    if cfg.resume and exists(checkpoint, s3) and exists(join(out, "metrics.json"), s3):
+        logger.info("resume: reusing the detector at %s", checkpoint)
+        return checkpoint, json.loads(read_text(join(out, "metrics.json"), s3))
+    gpus = ray.cluster_resources().get("GPU", 0)
+    cpus = max(1, min(8, int(ray.cluster_resources().get("CPU", 1))))
+    device = cfg.detector_train.device
+    if device == "auto":
+        device = "cuda" if gpus else "cpu"
+    train_cfg = dataclasses.replace(cfg.detector_train, out=out, data=cfg.data, device=device)
+    logger.info("training detector %s (G=%d, %d px) on %s", train_cfg.detector, train_cfg.grid, train_cfg.image_size, device)
+    task = ray.remote(train_detector).options(num_cpus=cpus, num_gpus=1 if gpus else 0, max_retries=0)
+    metrics = ray.get(task.remote(train_cfg, manifest, s3))
+    held = metrics.get("held_out") or metrics.get("val") or {}
+    logger.info("detector trained in %.0f s: %s", metrics["seconds"]["total"], {k: held.get(k) for k in ("balanced_accuracy", "mask_iou")})
+    return checkpoint, metrics
+
+
+def run_disentangle_stage(cfg: PipelineConfig, manifest, checkpoint: str, s3: S3Options, summary: dict) -> dict:
+    """Stream every image through decode → detect → inpaint → encode → write."""
+    import ray
+
+    from abs_ray.models import load_detector
+    from abs_ray.stages import LoadImages
+    from abs_ray.stages.disentangle import DetectPatches, InpaintBackgrounds, encode_outputs
+    from abs_ray.stages.sink import SplitParquetSink, clear_outputs, read_ids, unique_count, write_empty_errors
+
+    detector = load_detector(checkpoint, s3=s3)  # fails here, before the stream, if unusable
+    size = detector.config.image_size
+    tight = cfg.tight if cfg.tight is not None else detector.config.tight
+    loose = cfg.loose if cfg.loose is not None else detector.config.loose
+    if tight > loose:
+        raise ConfigError(f"tight threshold {tight} must not exceed loose threshold {loose}")
+    del detector
+
+    todo = manifest
+    if cfg.resume:
+        done = set(read_ids(join(cfg.out, "data"), s3)) | set(read_ids(join(cfg.out, "errors"), s3))
+        todo = manifest[~manifest["id"].astype(str).isin(done)]
+        logger.info("resume: %d of %d ids already written; %d to do", len(done), len(manifest), len(todo))
+    else:
+        clear_outputs(cfg.out, ("data", "errors"), s3)
+
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+
+    def gpus(pool: PoolConfig) -> float:
+        return pool.num_gpus if pool.num_gpus is not None else (1.0 if has_gpu else 0.0)
+
+    sink = SplitParquetSink(
+        cfg.out,
+        s3,
+        constant_columns={
+            "detector": checkpoint,
+            "inpainter": json.dumps({"name": cfg.inpainter, **cfg.inpainter_kwargs}, sort_keys=True),
+            "code_version": summary["code_version"],
+        },
+    )
+    t0 = time.perf_counter()
+    if len(todo):
+        blocks = max(1, min(200, len(todo) // cfg.load.batch_size))
+        # Split here: from_pandas(override_num_blocks=) hands ndarrays to Ray with pandas 3.
+        chunks = [todo.iloc[idx] for idx in np.array_split(np.arange(len(todo)), blocks)]
+        ds = (
+            ray.data.from_pandas(chunks)
+            .map_batches(
+                LoadImages(size=(size, size), s3=s3, max_pixels=cfg.max_pixels, masks=False),
+                batch_size=cfg.load.batch_size,
+                num_cpus=cfg.load.num_cpus,
+            )
+            .map_batches(
+                DetectPatches,
+                fn_constructor_kwargs={"checkpoint": checkpoint, "device": cfg.device, "s3": s3},
+                batch_size=cfg.detect.batch_size,
+                compute=ray.data.ActorPoolStrategy(min_size=cfg.detect.min_size, max_size=cfg.detect.max_size),
+                num_cpus=cfg.detect.num_cpus,
+                num_gpus=gpus(cfg.detect),
+            )
+            .map_batches(
+                InpaintBackgrounds,
+                fn_constructor_kwargs={
+                    "inpainter": cfg.inpainter,
+                    "inpainter_kwargs": cfg.inpainter_kwargs,
+                    "tight": tight,
+                    "loose": loose,
+                    "device": cfg.device,
+                },
+                batch_size=cfg.inpaint.batch_size,
+                compute=ray.data.ActorPoolStrategy(min_size=cfg.inpaint.min_size, max_size=cfg.inpaint.max_size),
+                num_cpus=cfg.inpaint.num_cpus,
+                # Weight-free inpainters run on CPU; a torchscript one gets the GPU.
+                num_gpus=gpus(cfg.inpaint) if cfg.inpainter == "torchscript" else 0.0,
+            )
+            .map_batches(encode_outputs, batch_size=cfg.encode.batch_size, num_cpus=cfg.encode.num_cpus)
+        )
+        ds.write_datasink(sink)
+    wall = time.perf_counter() - t0
+
+    ok_ids = read_ids(join(cfg.out, "data"), s3, drop_unreadable=False)
+    err_ids = read_ids(join(cfg.out, "errors"), s3, drop_unreadable=False)
+    if not err_ids and not exists(join(cfg.out, "errors"), s3):
+        write_empty_errors(cfg.out, s3)
+    counts = {"input": len(manifest), "ok": unique_count(ok_ids), "errors": unique_count(err_ids)}
+    if len(ok_ids) != counts["ok"] or len(err_ids) != counts["errors"]:
+        logger.error("duplicate ids in the output: %d rows for %d ids", len(ok_ids) + len(err_ids), counts["ok"] + counts["errors"])
+    if counts["ok"] + counts["errors"] != counts["input"]:
+        logger.error("counts do not add up: %s", counts)
+    seconds = {"disentangle_wall": round(wall, 2), **{k: round(v, 2) for k, v in sink.result["seconds"].items()}}
+    rates = {"disentangle": round(len(todo) / wall, 2) if len(todo) and wall > 0 else None}
+    rates.update({k: round(len(todo) / v, 1) for k, v in sink.result["seconds"].items() if v > 0 and len(todo)})
+    outputs = {
+        "data": join(cfg.out, "data"),
+        "errors": join(cfg.out, "errors"),
+        "manifest": join(cfg.out, "manifest.json"),
+    }
+    if cfg.preview_samples and counts["ok"]:
+        write_bytes(join(cfg.out, "swap_preview.png"), swap_preview(cfg.out, cfg.preview_samples, cfg.seed, s3), s3)
+        outputs["swap_preview"] = join(cfg.out, "swap_preview.png")
+    logger.info(
+        "disentangle: %d in, %d ok, %d errors; %.1f images/s over %.1f s (per-worker images/s by stage: %s); output %s",
+        counts["input"], counts["ok"], counts["errors"], rates["disentangle"] or 0.0, wall,
+        {k: v for k, v in rates.items() if k != "disentangle"}, cfg.out,
+    )
+    return {
+        "counts": counts,
+        "processed_this_run": {"rows": len(todo), **{k: sink.result[k] for k in ("ok", "errors")}},
+        "seconds": {**summary["seconds"], **seconds},
+        "images_per_s": rates,
+        "outputs": outputs,
+    }
+
+
+def read_disentangled(out: str, s3: S3Options | None = None, limit: int | None = None):
+    """The ``data/`` rows of a pipeline output as a pandas DataFrame (``limit`` rows at most)."""
+    import io as _io
+
+    import pandas as pd
     import pyarrow.parquet as pq
 
-    table = pa.table({c: pa.array([], pa.string()) for c in ERROR_RECORD_COLUMNS})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
+    from abs_ray.io import list_files, read_bytes
+
+    frames, n = [], 0
+    for uri in list_files(join(out, "data"), suffixes=[".parquet"], s3=s3):
+        frames.append(pq.read_table(_io.BytesIO(read_bytes(uri, s3))).to_pandas())
+        n += len(frames[-1])
+        if limit is not None and n >= limit:
+            break
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return df.head(limit) if limit is not None else df
 
 
-def _grid_from_string(mask: str, grid: int):
-    import torch
+def swap_preview(out: str, n: int, seed: int, s3: S3Options | None = None) -> bytes:
+    """Swap a few disentangled foregrounds onto other backgrounds → PNG sheet.
 
-    return torch.tensor([c == "1" for c in mask], dtype=torch.float32).reshape(grid, grid)
-
-
-def swap_preview(rows: list[dict], cfg: PipelineConfig) -> bytes:
-    """Composite swaps for a few loaded rows (true masks, mean-colour fill) → PNG sheet.
-
-    Sheet rows: input, completed background (mean fill of the dilated mask), swapped sample.
+    Sheet rows: source image, inpainted background, foreground swapped onto a background
+    drawn class-uniformly (the training-time augmentation, paper ranges scaled to the size).
     """
     import torch
 
-    from abs_ray.io import encode_png
-    from abs_ray.ops import SwapConfig, dilate_mask, fill_mean, sample_swap_params, swap_backgrounds
+    from abs_ray.io import decode_image, encode_png
+    from abs_ray.ops import SwapConfig, sample_swap_params, swap_backgrounds
 
-    if not rows:
-        raise ConfigError("no image loaded without error: nothing to preview")
-    images = (
-        torch.from_numpy(np.stack([r["image"] for r in rows])).permute(0, 3, 1, 2).float() / 255
-    )
-    alpha = torch.from_numpy(np.stack([r["mask"] for r in rows])).float().unsqueeze(1) / 255
-    labels = torch.tensor([int(r["label"]) for r in rows])
-    backgrounds = fill_mean(images, dilate_mask(alpha, max(1, cfg.image_size // 64)))
-    scale = cfg.image_size / 224
-    swap_cfg = SwapConfig(translate=max(1, round(32 * scale)))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    n = min(cfg.preview_samples, len(rows))
-    params = sample_swap_params(alpha[:n], labels[:n], labels, swap_cfg, gen)
-    swapped, _ = swap_backgrounds(images[:n], alpha[:n], backgrounds, params)
-    sheet = torch.cat(
-        [torch.cat(list(t), dim=2) for t in (images[:n], backgrounds[:n], swapped)], dim=1
-    )
+    rows = read_disentangled(out, s3, limit=max(4 * n, 32))
+    fg = np.stack([decode_image(b, alpha=True) for b in rows["foreground_png"]])
+    bg = np.stack([decode_image(b) for b in rows["background_png"]])
+    images = torch.from_numpy(fg[..., :3]).permute(0, 3, 1, 2).float() / 255
+    alpha = torch.from_numpy(fg[..., 3:]).permute(0, 3, 1, 2).float() / 255
+    backgrounds = torch.from_numpy(bg).permute(0, 3, 1, 2).float() / 255
+    labels = torch.tensor(rows["label"].astype(int).to_numpy())
+    size = images.shape[-1]
+    gen = torch.Generator().manual_seed(seed)
+    k = min(n, len(rows))
+    params = sample_swap_params(alpha[:k], labels[:k], labels, SwapConfig(translate=max(1.0, 32 * size / 224)), gen)
+    swapped, _ = swap_backgrounds(images[:k], alpha[:k], backgrounds, params)
+    sheet = torch.cat([torch.cat(list(t), dim=2) for t in (images[:k], backgrounds[:k], swapped)], dim=1)
     return encode_png((sheet.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())

@@ -8,7 +8,7 @@ convolutional network scripted here (not a real AOT-GAN/LaMa), so its figure is 
 overhead plus a tiny model. Ratios are against ``telea``, the in-process baseline.
 
 Usage:
-    python bench/inpainters.py [--repeats 7] [--batch 8] [--threads 2] [--out bench/results/inpainters.json]
+    python bench/inpainters.py [--repeats 7] [--batch 8] [--threads 1] [--out bench/results/inpainters.json]
 """
 
 from __future__ import annotations
@@ -140,7 +140,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch and OpenCV threads (1: one Ray task per core)"
+    )
     parser.add_argument("--out", default="bench/results/inpainters.json")
     return parser
 

@@ -1,83 +1,146 @@
-"""The main job: ``python jobs/pipeline.py`` (embedded demo) or, on a cluster,
-``ray job submit --working-dir . -- python jobs/pipeline.py --data s3://bucket/wb --out s3://bucket/runs/wb1``.
+"""The main job.
+
+Locally, on the embedded demo (local Ray, local output folder)::
+
+    python jobs/pipeline.py
+
+On a cluster, data and output in object storage::
+
+    ray job submit --working-dir . -- python jobs/pipeline.py \\
+        --data s3://bucket/waterbirds --out s3://bucket/runs/wb1
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 
 from abs_ray.env import configure_environment
-from abs_ray.errors import AbsRayError
-from abs_ray.pipeline import STAGES, PipelineConfig
+from abs_ray.errors import AbsRayError, ConfigError
+from abs_ray.pipeline import STAGES, PipelineConfig, PoolConfig
+
+
+def _pool(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(",")
+    return int(lo), int(hi or lo)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     d = PipelineConfig()
-    p = argparse.ArgumentParser(description="abs-ray main job", add_help=add_help)
-    p.add_argument(
-        "--data",
-        default=None,
-        help="data set URI (local folder or s3://...); default: the embedded demo",
-    )
+    t = d.detector_train
+    p = argparse.ArgumentParser(description="abs-ray main job: detector → disentangle", add_help=add_help)
+    p.add_argument("--data", default=None, help="data set URI (local folder or s3://...); default: the embedded demo")
     p.add_argument("--out", default=d.out, help="output URI (local folder or s3://bucket/prefix)")
-    p.add_argument(
-        "--stages", default=",".join(d.stages), help=f"comma-separated, from: {', '.join(STAGES)}"
-    )
-    p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--grid", type=int, default=d.grid)
-    p.add_argument("--coverage-threshold", type=float, default=d.coverage_threshold)
-    p.add_argument("--load-batch-size", type=int, default=d.load_batch_size)
-    p.add_argument("--preview-samples", type=int, default=d.preview_samples)
+    p.add_argument("--stages", default=",".join(d.stages), help=f"comma-separated, from: {', '.join(STAGES)}")
+    p.add_argument("--resume", action="store_true", help="skip ids already written; reuse a trained detector")
+    p.add_argument("--address", default=None, help="Ray address (default: the job's cluster, else a new local one)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--address",
-        default=None,
-        help="Ray address (default: the job's cluster or a new local one)",
-    )
+
+    g = p.add_argument_group("detector")
+    g.add_argument("--detector-checkpoint", default=None, help="use this detector checkpoint (any URI) instead of training")
+    g.add_argument("--detector", default=t.detector, help="backbone name (efficientnet_lite0, efficientnet_b0, resnet50, test_tiny)")
+    g.add_argument("--image-size", type=int, default=t.image_size)
+    g.add_argument("--grid", type=int, default=t.grid, help="patches per side G (must divide the image size)")
+    g.add_argument("--labels", default=None, help="patch labels: an info,mask CSV URI (default: the data set's masks)")
+    g.add_argument("--num-labelled", type=int, default=t.num_labelled)
+    g.add_argument("--coverage-threshold", type=float, default=t.coverage_threshold)
+    g.add_argument("--epochs", type=int, default=t.epochs)
+    g.add_argument("--unfreeze-backbone", action="store_true", help="fine-tune the backbone too (use a GPU)")
+
+    g = p.add_argument_group("disentangle")
+    g.add_argument("--inpainter", default=d.inpainter, help="patchmatch, telea, gray, mean, noise, patch_scramble, torchscript")
+    g.add_argument("--inpainter-arg", action="append", default=[], metavar="KEY=VALUE", help="inpainter argument (repeatable), e.g. dilate=3 or uri=s3://b/lama.pt")
+    g.add_argument("--tight", type=float, default=None, help="tight-mask threshold (default: the detector's)")
+    g.add_argument("--loose", type=float, default=None, help="loose-mask threshold (default: the detector's)")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, ...")
+    for stage, pool in (("detect", d.detect), ("inpaint", d.inpaint)):
+        g.add_argument(f"--{stage}-pool", type=_pool, default=(pool.min_size, pool.max_size), metavar="MIN,MAX")
+        g.add_argument(f"--{stage}-batch-size", type=int, default=pool.batch_size)
+        g.add_argument(f"--{stage}-num-cpus", type=float, default=pool.num_cpus)
+        g.add_argument(f"--{stage}-num-gpus", type=float, default=None)
+    g.add_argument("--preview-samples", type=int, default=d.preview_samples)
     return p
 
 
+def _kwargs(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--inpainter-arg must be KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    d = PipelineConfig()
+    train = dataclasses.replace(
+        d.detector_train,
+        detector=args.detector,
+        image_size=args.image_size,
+        grid=args.grid,
+        labels_csv=args.labels,
+        num_labelled=args.num_labelled,
+        coverage_threshold=args.coverage_threshold,
+        epochs=args.epochs,
+        freeze_backbone=not args.unfreeze_backbone,
+        seed=args.seed,
+    )
+    pools = {}
+    for stage in ("detect", "inpaint"):
+        lo, hi = getattr(args, f"{stage}_pool")
+        pools[stage] = PoolConfig(
+            min_size=lo,
+            max_size=hi,
+            batch_size=getattr(args, f"{stage}_batch_size"),
+            num_cpus=getattr(args, f"{stage}_num_cpus"),
+            num_gpus=getattr(args, f"{stage}_num_gpus"),
+        )
     return PipelineConfig(
         data=args.data,
         out=args.out,
         stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()),
-        image_size=args.image_size,
-        grid=args.grid,
-        coverage_threshold=args.coverage_threshold,
-        load_batch_size=args.load_batch_size,
+        resume=args.resume,
+        detector_checkpoint=args.detector_checkpoint,
+        detector_train=train,
+        inpainter=args.inpainter,
+        inpainter_kwargs=_kwargs(args.inpainter_arg),
+        tight=args.tight,
+        loose=args.loose,
+        device=args.device,
         preview_samples=args.preview_samples,
         seed=args.seed,
+        **pools,
     )
 
 
 def main(cfg: PipelineConfig) -> dict:
     from abs_ray.pipeline import run
 
-    summary = run(cfg)
-    logging.getLogger("abs_ray").info("summary:\n%s", json.dumps(summary, indent=2))
-    return summary
+    return run(cfg)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args()
     try:
         cfg = config_from_args(args)
     except AbsRayError as exc:
-        sys.exit(f"error: {exc}")
+        sys.exit(f"error: {type(exc).__name__}: {exc}")
     configure_environment(output_dir=cfg.out if "://" not in cfg.out else None)
     import ray
 
     ray.init(address=args.address)
     try:
-        main(cfg)
+        summary = main(cfg)
     except AbsRayError as exc:
         sys.exit(f"error: {type(exc).__name__}: {exc}")
     finally:
         ray.shutdown()
+    print(json.dumps({k: summary.get(k) for k in ("counts", "images_per_s", "outputs")}, indent=2))

@@ -131,12 +131,62 @@ def bucket(s3_server):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """One real local Ray cluster (2 CPUs) for the whole test session."""
+def ray_cluster(tmp_path_factory):
+    """One real local Ray cluster (2 CPUs, with the job server) for the whole test session.
+
+    Started as ``ray start --head --block`` on free loopback ports so that the test process
+    connects with ``ray.init(address=...)`` and ``ray job submit`` reaches its dashboard; stopped
+    by signalling that process group (not ``ray stop``, which would stop every cluster on the
+    machine). Yields ``{"address": "127.0.0.1:P", "dashboard": "http://127.0.0.1:D"}``.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
     import ray
 
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port, dash = _free_port(), _free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "ray")
+    log = open(tmp_path_factory.mktemp("ray") / "ray-start.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            exe, "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0",
+            "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    info = {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}"}
     try:
-        yield ctx
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(info["dashboard"] + "/api/version", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"ray start failed; see {log.name}") from None
+                time.sleep(0.5)
+        ray.init(address=info["address"], log_to_driver=False)
+        yield info
     finally:
         ray.shutdown()
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        # `ray stop` would also remove the pointer file that makes a later plain ray.init()
+        # try to join this (now gone) cluster; do that part by hand.
+        pointer = "/tmp/ray/ray_current_cluster"
+        try:
+            with open(pointer) as f:
+                if f.read().strip().endswith(f":{port}"):
+                    os.unlink(pointer)
+        except OSError:
+            pass

@@ -1,133 +1,208 @@
-"""The main job end to end on a real local Ray cluster, on a local folder and on S3."""
+"""The main job end to end on a real local Ray cluster: local folder, S3, resume, job submit."""
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-import pandas as pd
-import pyarrow.parquet as pq
+import numpy as np
 import pytest
+import torch
 
 from abs_ray.data import SyntheticConfig, load_dataset, write_synthetic
-from abs_ray.errors import ConfigError, StorageAccessError, StorageNotFoundError
-from abs_ray.io import (
-    S3Options,
-    decode_image,
-    join,
-    read_bytes,
-    read_text,
-    resolve,
-    write_bytes,
+from abs_ray.errors import ConfigError, LayoutError, StorageAccessError, StorageNotFoundError
+from abs_ray.io import S3Options, decode_image, delete, join, list_files, read_bytes, read_text, write_bytes
+from abs_ray.models.detector_train import DetectorTrainConfig
+from abs_ray.pipeline import PipelineConfig, read_disentangled, run
+from abs_ray.stages.sink import read_ids
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = SyntheticConfig(n_train=16, n_val=4, n_test=8, size=32, seed=1)
+N = SMALL.n_train + SMALL.n_val + SMALL.n_test
+TINY_TRAIN = DetectorTrainConfig(
+    detector="test_tiny", weights=None, image_size=32, grid=8, epochs=3, num_labelled=12,
+    eval_max=8, sheet_samples=4, num_workers=2, device="cpu",
 )
-from abs_ray.ops import parse_patch_label_csv
-from abs_ray.pipeline import PipelineConfig, run
-
-SMALL = SyntheticConfig(n_train=12, n_val=4, n_test=8, size=32, seed=1)
 
 
-def _read_parquet_dir(uri, s3=None) -> pd.DataFrame:
-    fs, path = resolve(uri, s3)
-    return pq.read_table(path, filesystem=fs).to_pandas()
+def _cfg(data, out, **kw):
+    return PipelineConfig(data=data, out=out, detector_train=TINY_TRAIN, inpainter="telea", preview_samples=4, **kw)
 
 
 def _damage(data_uri, s3=None):
-    """Replace one image with junk and truncate another; return their ids."""
-    manifest = load_dataset(data_uri, s3)
-    bad, short = manifest.iloc[0], manifest.iloc[1]
-    write_bytes(bad.image_uri, b"this is not an image", s3)
-    png = read_bytes(short.image_uri, s3)
-    write_bytes(short.image_uri, png[: len(png) // 2], s3)
-    return {bad.id: "NotAnImageError", short.id: "TruncatedImageError"}
+    """Make three inputs bad: junk bytes, a truncated PNG, an empty file. Returns id → error."""
+    manifest = load_dataset(data_uri, s3).set_index("id")
+    test_ids = manifest.index[manifest["split"] == "test"][:3]  # keep the labelled train images
+    junk, short, empty = (manifest.loc[i, "image_uri"] for i in test_ids)
+    write_bytes(junk, b"this is not an image", s3)
+    png = read_bytes(short, s3)
+    write_bytes(short, png[: len(png) // 2], s3)
+    write_bytes(empty, b"", s3)
+    return dict(zip(test_ids, ["NotAnImageError", "TruncatedImageError", "EmptyImageError"], strict=True))
 
 
-def _check_outputs(out, n_input, damaged, s3=None):
+def _check_outputs(out, damaged, s3=None):
+    import ray
+
     summary = json.loads(read_text(join(out, "manifest.json"), s3))
-    assert summary["counts"] == {
-        "input": n_input,
-        "ok": n_input - len(damaged),
-        "errors": len(damaged),
-    }
-    errors = _read_parquet_dir(join(out, "errors"), s3)
+    assert summary["counts"] == {"input": N, "ok": N - len(damaged), "errors": len(damaged)}
+    errors = read_disentangled_errors(out, s3)
     assert dict(zip(errors["id"], errors["error_type"], strict=True)) == damaged
-    assert set(errors["stage"]) == {"load"}
-    samples = _read_parquet_dir(join(out, "samples"), s3)
-    assert len(samples) == n_input - len(damaged) and samples["id"].is_unique
-    assert not set(samples["id"]) & set(damaged)
-    labels = parse_patch_label_csv(read_text(join(out, "patch_labels.csv"), s3))
-    assert len(labels) == len(samples)
-    # Patch labels agree with the masks: every sample has some foreground and some background.
-    assert all(0 < lab.grid.sum() < lab.grid.numel() for lab in labels)
-    sheet = decode_image(read_bytes(join(out, "swap_preview.png"), s3))
-    assert sheet.shape[0] == 3 * SMALL.size
+    assert set(errors["stage"]) == {"load"} and all(errors["message"].str.len() > 0)
+    rows = read_disentangled(out, s3)
+    assert len(rows) == N - len(damaged) and rows["id"].is_unique and not set(rows["id"]) & set(damaged)
+    # Readable by Ray Data, with the columns the training job reads.
+    fs, path = __import__("abs_ray.io", fromlist=["resolve"]).resolve(join(out, "data"), s3)
+    ds = ray.data.read_parquet(path, filesystem=fs)
+    assert ds.count() == N - len(damaged)
+    assert {"id", "image_uri", "label", "split", "group", "foreground_png", "background_png", "patch_prob", "detector", "code_version"} <= set(ds.schema().names)
+    fg = decode_image(rows["foreground_png"].iloc[0], alpha=True)
+    bg = decode_image(rows["background_png"].iloc[0])
+    assert fg.shape == (32, 32, 4) and bg.shape == (32, 32, 3)
+    assert len(rows["patch_prob"].iloc[0]) == 8 * 8
+    assert summary["detector_checkpoint"] == join(out, "detector", "detector.pt")
+    assert decode_image(read_bytes(join(out, "swap_preview.png"), s3)).shape[0] == 3 * 32
     return summary
 
 
-def test_pipeline_local_with_bad_files(ray_cluster, tmp_path):
-    data = str(tmp_path / "data")
+def read_disentangled_errors(out, s3=None):
+    import io
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    files = list_files(join(out, "errors"), suffixes=[".parquet"], s3=s3)
+    return pd.concat([pq.read_table(io.BytesIO(read_bytes(f, s3))).to_pandas() for f in files], ignore_index=True)
+
+
+def test_local_end_to_end_rerun_and_resume(ray_cluster, tmp_path):
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
     write_synthetic(data, SMALL)
     damaged = _damage(data)
-    out = str(tmp_path / "out")
-    cfg = PipelineConfig(data=data, out=out, image_size=SMALL.size, grid=8, load_batch_size=8)
-    summary = run(cfg)
-    n = SMALL.n_train + SMALL.n_val + SMALL.n_test
-    _check_outputs(out, n, damaged)
-    assert summary["config"]["grid"] == 8
-    # Re-running into the same output leaves exactly one row per id.
-    run(cfg)
-    _check_outputs(out, n, damaged)
+    run(_cfg(data, out))
+    summary = _check_outputs(out, damaged)
+    assert summary["images_per_s"]["disentangle"] > 0 and set(summary["seconds"]) >= {"detector", "load", "detect", "inpaint", "encode"}
+    metrics = json.loads(read_text(join(out, "detector", "metrics.json")))
+    assert 0.0 <= metrics["held_out"]["balanced_patch_accuracy"] <= 1.0
+
+    # A plain re-run replaces the outputs: still one row per id.
+    run(_cfg(data, out))
+    _check_outputs(out, damaged)
+
+    # Interrupt: lose some written shards (as if the run died before writing them) → resume.
+    shards = list_files(join(out, "data"), suffixes=[".parquet"])
+    assert len(shards) >= 2
+    for uri in shards[: len(shards) // 2]:
+        delete(uri)
+    assert len(read_ids(join(out, "data"))) < N - len(damaged)
+    resumed = run(_cfg(data, out, resume=True))
+    assert 0 < resumed["processed_this_run"]["rows"] < N
+    _check_outputs(out, damaged)
+    # Resuming a finished run does nothing and changes nothing.
+    again = run(_cfg(data, out, resume=True))
+    assert again["processed_this_run"]["rows"] == 0
+    _check_outputs(out, damaged)
 
 
-def test_pipeline_on_s3(ray_cluster, bucket, s3_server):
+def test_s3_end_to_end(ray_cluster, bucket, s3_server):
     data, out = f"{bucket}/data", f"{bucket}/runs/r1"
     write_synthetic(data, SMALL, s3_server)
     damaged = _damage(data, s3_server)
-    run(
-        PipelineConfig(data=data, out=out, image_size=SMALL.size, grid=8, load_batch_size=8),
-        s3=s3_server,
-    )
-    summary = _check_outputs(out, SMALL.n_train + SMALL.n_val + SMALL.n_test, damaged, s3_server)
+    summary = run(_cfg(data, out), s3=s3_server)
+    _check_outputs(out, damaged, s3_server)
     text = json.dumps(summary)
-    assert s3_server.secret_key not in text and "secret" not in text.lower()
+    assert s3_server.secret_key not in text and "testing" not in text
+
+
+def test_stage_classes_agree_with_the_single_image_path(tmp_path):
+    from abs_ray.models import create_detector, create_inpainter, disentangle, save_detector
+    from abs_ray.stages.disentangle import DetectPatches, InpaintBackgrounds
+
+    torch.manual_seed(0)
+    model = create_detector("test_tiny", grid=8, image_size=32, weights=None).eval()
+    ckpt = str(tmp_path / "d.pt")
+    save_detector(model, ckpt)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    batch = {"image_uri": np.array(["a", "b", "c"]), "image": images,
+             "error_stage": np.array([""] * 3, object), "error_type": np.array([""] * 3, object), "error_message": np.array([""] * 3, object)}
+    out = InpaintBackgrounds("telea", tight=0.5, loose=0.9, device="cpu")(DetectPatches(ckpt, device="cpu")(batch))
+    ref = disentangle(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, model, create_inpainter("telea"), 0.5, 0.9)
+    np.testing.assert_allclose(out["prob"], ref.prob.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(out["alpha"], (ref.alpha[:, 0] * 255).round().byte().numpy())
+    expected_bg = (ref.background * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(out["background"], expected_bg)
+
+
+def test_a_failing_row_does_not_fail_its_batch(tmp_path):
+    from abs_ray.stages.disentangle import InpaintBackgrounds
+
+    batch = {"image_uri": np.array(["a", "b"]), "image": np.zeros((2, 16, 16, 3), np.uint8),
+             "prob": np.stack([np.zeros((4, 4), np.float32), np.full((4, 4), np.nan, np.float32)]),
+             "error_stage": np.array(["", ""], object), "error_type": np.array(["", ""], object), "error_message": np.array(["", ""], object)}
+    stage = InpaintBackgrounds("gray", inpainter_kwargs={"all_hole": "raise"}, device="cpu")
+    out = stage(batch)
+    # Row a: P(background)=0 everywhere → the whole image is hole → AllHoleError for that row only.
+    assert out["error_type"][0] == "AllHoleError" and out["error_stage"][0] == "inpaint"
+    assert out["error_type"][1] == ""
 
 
 def test_missing_bucket_fails_before_work(s3_server, tmp_path):
     data = str(tmp_path / "data")
     write_synthetic(data, SMALL)
     with pytest.raises(StorageNotFoundError):
-        run(
-            PipelineConfig(data=data, out="s3://no-such-bucket-xyz/out", image_size=32, grid=8),
-            s3=s3_server,
-        )
+        run(_cfg(data, "s3://no-such-bucket-xyz/out"), s3=s3_server)
     with pytest.raises(StorageNotFoundError):
-        run(
-            PipelineConfig(data="s3://no-such-bucket-xyz/in", out=str(tmp_path / "o")), s3=s3_server
-        )
+        run(_cfg("s3://no-such-bucket-xyz/in", str(tmp_path / "o")), s3=s3_server)
+    assert not (tmp_path / "o").exists()
 
 
 def test_wrong_credentials_fail_before_work(s3_server_with_auth, tmp_path):
     bad = S3Options(endpoint_url=s3_server_with_auth, access_key="wrong", secret_key="wrong")
     with pytest.raises(StorageAccessError):
-        run(PipelineConfig(data="s3://some-bucket/in", out=str(tmp_path / "o")), s3=bad)
+        run(_cfg("s3://some-bucket/in", str(tmp_path / "o")), s3=bad)
     assert not (tmp_path / "o").exists()
+
+
+def test_unknown_layout_fails_before_work(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("no images here")
+    with pytest.raises(LayoutError):
+        run(_cfg(str(tmp_path / "data"), str(tmp_path / "o")))
+    assert not (tmp_path / "o" / "detector").exists()
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"grid": 15}, "patch grid 15 must divide image size 224"),
-        ({"stages": ("labels", "paint")}, "unknown stage"),
-        ({"coverage_threshold": 0.0}, "coverage_threshold"),
+        ({"grid": 15}, "patch grid 15 must divide image size 32"),
+        ({"stages": ("detector", "paint")}, "unknown stage"),
+        ({"stages": ("disentangle",)}, "needs a detector"),
+        ({"tight": 1.5}, "tight"),
     ],
 )
 def test_bad_config_is_typed(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        PipelineConfig(**kwargs)
+        if "grid" in kwargs:
+            PipelineConfig(detector_train=dataclasses.replace(TINY_TRAIN, **kwargs))
+        else:
+            PipelineConfig(**kwargs)
 
 
-def test_clean_run_still_writes_an_errors_table(ray_cluster, tmp_path):
-    data = str(tmp_path / "data")
-    write_synthetic(data, SyntheticConfig(n_train=4, n_val=2, n_test=4, size=32, seed=2))
-    out = str(tmp_path / "out")
-    summary = run(PipelineConfig(data=data, out=out, image_size=32, grid=8, stages=("labels",)))
-    assert summary["counts"] == {"input": 10, "ok": 10, "errors": 0}
-    errors = _read_parquet_dir(join(out, "errors"))
-    assert len(errors) == 0 and list(errors.columns) == ["id", "uri", "stage", "error_type", "message"]
-    assert not (tmp_path / "out" / "swap_preview.png").exists()
+def test_ray_job_submit(ray_cluster, tmp_path):
+    """`ray job submit` against the session's `ray start --head` cluster runs the job through."""
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    write_synthetic(data, SMALL)
+    ray_exe = os.path.join(os.path.dirname(sys.executable), "ray")
+    cmd = [
+        ray_exe, "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
+        "python", "jobs/pipeline.py", "--data", data, "--out", out, "--detector", "test_tiny",
+        "--image-size", "32", "--grid", "8", "--epochs", "2", "--num-labelled", "12",
+        "--inpainter", "gray", "--preview-samples", "0",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=480, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout
+    summary = json.loads(read_text(join(out, "manifest.json")))
+    assert summary["counts"] == {"input": N, "ok": N, "errors": 0}

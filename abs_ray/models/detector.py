@@ -25,6 +25,11 @@ backbone's own naming: a torchvision ``.pth`` for torchvision backbones, the pac
 ``_conv_stem``/``_blocks`` file (or this project's naming) for Lite0; classifier tensors may be
 present or absent.
 
+``freeze_backbone`` freezes the backbone (head-only training); with ``trainable_blocks=k``
+the backbone's last ``k`` blocks stay trainable (``efficientnet_lite0``: MBConv blocks, 16 in
+all; ``test_tiny``: conv blocks). Frozen parts run without autograd and keep their BatchNorm
+statistics.
+
 A checkpoint (:func:`save_detector` / :func:`load_detector`) stores the state dict with the
 :class:`DetectorConfig` and a JSON ``meta`` record (label source, metrics, ...); loading
 rebuilds the model with ``weights=None``, so it needs no network.
@@ -155,15 +160,23 @@ class DetectorConfig:
 class Detector(nn.Module):
     """Backbone + MLP head -> ``(B, G, G)`` logits of ``P(background)``.
 
+    The forward pass runs in two parts: a *frozen prefix* of the backbone (run without
+    autograd) and a *trainable tail* (the rest of the backbone, then the head). By default the
+    prefix is empty; :meth:`freeze_backbone` moves the whole backbone, or all but its last
+    ``k`` blocks, into the prefix. Training code may cache :meth:`frozen_features` of
+    augmented images and train on :meth:`logits_from_frozen`.
+
     Args:
         backbone: module with ``feature_dim`` whose forward maps ``(B, 3, S, S)`` in ``[0, 1]``
-            to ``(B, feature_dim)``.
+            to ``(B, feature_dim)``; optionally ``split(k) -> (prefix, tail)`` for partial
+            freezing (``tail(prefix(x)) == backbone(x)``).
         config: the :class:`DetectorConfig` (grid, image size, thresholds).
 
     Attributes:
         config: the :class:`DetectorConfig`.
         meta: JSON-able record loaded with a checkpoint (label source, metrics); ``{}`` if new.
-        backbone_frozen: whether the backbone is frozen (see :meth:`freeze_backbone`).
+        backbone_frozen: whether (part of) the backbone is frozen.
+        trainable_blocks: last backbone blocks left trainable while frozen (0 = none).
     """
 
     def __init__(self, backbone: nn.Module, config: DetectorConfig) -> None:
@@ -180,31 +193,65 @@ class Detector(nn.Module):
             nn.Linear(2 * g2, g2),
         )
         self.backbone_frozen = False
+        self.trainable_blocks = 0
+        # (frozen prefix, trainable tail): views of self.backbone, kept in a tuple so that
+        # they are not registered twice as submodules.
+        self._parts: tuple[nn.Module, nn.Module] = (nn.Identity(), backbone)
 
     @property
     def feature_dim(self) -> int:
         """Size of the pooled backbone feature ``F``."""
         return int(self.backbone.feature_dim)
 
-    def freeze_backbone(self, frozen: bool = True) -> Detector:
-        """Freeze (or unfreeze) the backbone: no gradients, BatchNorm statistics kept.
+    def freeze_backbone(self, frozen: bool = True, trainable_blocks: int = 0) -> Detector:
+        """Freeze the backbone (or all but its last blocks), or unfreeze it.
 
-        While frozen, ``train()`` leaves the backbone in eval mode, so only the head trains.
+        Frozen parameters get no gradients and frozen BatchNorm layers keep their statistics:
+        ``train()`` leaves the frozen prefix in eval mode.
+
+        Args:
+            frozen: freeze (True) or make everything trainable (False).
+            trainable_blocks: with ``frozen``, leave the last ``k`` blocks of the backbone
+                (and everything after them) trainable; 0 freezes the whole backbone. Needs a
+                backbone with ``split`` (``efficientnet_lite0``, ``test_tiny``).
 
         Returns:
             ``self``.
+
+        Raises:
+            ConfigError: ``trainable_blocks`` is negative, too large, or not supported by the
+                backbone, or given without ``frozen``.
         """
-        self.backbone_frozen = bool(frozen)
+        k = _check_int("trainable_blocks", trainable_blocks, minimum=0)
+        if k and not frozen:
+            raise ConfigError(
+                "trainable_blocks needs frozen=True (an unfrozen backbone trains all)"
+            )
+        if not frozen:
+            prefix, tail = nn.Identity(), self.backbone
+        elif k == 0:
+            prefix, tail = self.backbone, nn.Identity()
+        else:
+            split = getattr(self.backbone, "split", None)
+            if split is None:
+                raise ConfigError(
+                    f"{self.config.name} cannot be partly frozen (trainable_blocks={k}); "
+                    "backbones that can: efficientnet_lite0, test_tiny"
+                )
+            prefix, tail = split(k)
         for p in self.backbone.parameters():
-            p.requires_grad_(not frozen)
-        self.backbone.train(self.training and not frozen)
-        return self
+            p.requires_grad_(False)
+        for p in tail.parameters():
+            p.requires_grad_(True)
+        self.backbone_frozen, self.trainable_blocks = bool(frozen), k
+        self._parts = (prefix, tail)
+        return self.train(self.training)
 
     def train(self, mode: bool = True) -> Detector:
-        """Set training mode; a frozen backbone stays in eval mode."""
+        """Set training mode; a frozen prefix of the backbone stays in eval mode."""
         super().train(mode)
         if self.backbone_frozen:
-            self.backbone.eval()
+            self._parts[0].eval()
         return self
 
     def check_images(self, images: object) -> torch.Tensor:
@@ -231,8 +278,35 @@ class Detector(nn.Module):
             )
         return images
 
+    def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Output of the frozen prefix, without autograd (the images themselves if unfrozen).
+
+        With a frozen backbone and a fixed augmentation this is a pure function of the image,
+        so training code may cache it.
+
+        Args:
+            images: ``(B, 3, S, S)`` float RGB in ``[0, 1]``.
+
+        Returns:
+            A ``(B, ...)`` tensor (``(B, F)`` when the whole backbone is frozen).
+
+        Raises:
+            ConfigError: as :meth:`check_images`.
+        """
+        images = self.check_images(images)
+        with torch.no_grad():
+            return self._parts[0](images)
+
+    def logits_from_frozen(self, frozen: torch.Tensor) -> torch.Tensor:
+        """The trainable tail and the head on :meth:`frozen_features`' output.
+
+        Returns:
+            ``(B, G, G)`` logits.
+        """
+        return self.head_logits(self._parts[1](frozen))
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features (computed without autograd when the backbone is frozen).
+        """Pooled backbone features (the frozen prefix runs without autograd).
 
         Args:
             images: ``(B, 3, S, S)`` float RGB in ``[0, 1]``.
@@ -243,14 +317,12 @@ class Detector(nn.Module):
         Raises:
             ConfigError: as :meth:`check_images`.
         """
-        images = self.check_images(images)
-        if self.backbone_frozen:
-            with torch.no_grad():
-                return self.backbone(images)
-        return self.backbone(images)
+        if not self.backbone_frozen:
+            return self.backbone(self.check_images(images))
+        return self._parts[1](self.frozen_features(images))
 
     def head_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Head on precomputed features: ``(B, F)`` -> ``(B, G, G)`` logits."""
+        """Head on pooled features: ``(B, F)`` -> ``(B, G, G)`` logits."""
         g = self.config.grid
         return self.head(features).view(features.shape[0], g, g)
 
@@ -328,6 +400,28 @@ def _no_pretrained(name: str, weights: object) -> None:
     )
 
 
+class _Lambda(nn.Module):
+    """A parameter-free step of a split backbone (input scaling, pooling)."""
+
+    def __init__(self, fn: Any) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _global_pool(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=(2, 3))
+
+
+def _check_split(k: int, blocks: int, name: str) -> None:
+    if not 1 <= k <= blocks:
+        raise ConfigError(
+            f"{name} has {blocks} blocks: trainable_blocks must be in 1..{blocks}, got {k}"
+        )
+
+
 class _Lite0Backbone(nn.Module):
     feature_dim = EfficientNetLite0.feature_dim
 
@@ -337,6 +431,15 @@ class _Lite0Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
+
+    def split(self, k: int) -> tuple[nn.Module, nn.Module]:
+        """``(prefix, tail)``: tail = the last ``k`` MBConv blocks, the head conv and pooling."""
+        m = self.model
+        n = len(m.blocks)
+        _check_split(k, n, "efficientnet_lite0")
+        prefix = nn.Sequential(_Lambda(m.normalize), m.stem, *m.blocks[: n - k])
+        tail = nn.Sequential(*m.blocks[n - k :], m.head, _Lambda(_global_pool))
+        return prefix, tail
 
 
 @BACKBONES.register("efficientnet_lite0")
@@ -427,21 +530,35 @@ def _resnet50(weights: str | None, s3: S3Options | None) -> nn.Module:
 
 
 class _TinyBackbone(nn.Module):
-    """Three stride-2 convs (8, 16, 32 channels), average-pooled to 4x4 and flattened."""
+    """Three stride-2 conv blocks (8, 16, 32 channels), average-pooled to 4x4 and flattened."""
 
     feature_dim = 32 * 4 * 4
 
     def __init__(self) -> None:
         super().__init__()
 
-        def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+        def block(cin: int, cout: int) -> nn.Module:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU()
+            )
 
-        self.body = nn.Sequential(*block(3, 8), *block(8, 16), *block(16, 32))
+        self.body = nn.Sequential(block(3, 8), block(8, 16), block(16, 32))
         self.pool = nn.AdaptiveAvgPool2d(4)
 
+    @staticmethod
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0 - 1.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.body(x * 2.0 - 1.0)).flatten(1)
+        return self.pool(self.body(self.normalize(x))).flatten(1)
+
+    def split(self, k: int) -> tuple[nn.Module, nn.Module]:
+        """``(prefix, tail)``: tail = the last ``k`` conv blocks and the pooling."""
+        n = len(self.body)
+        _check_split(k, n, "test_tiny")
+        prefix = nn.Sequential(_Lambda(self.normalize), *self.body[: n - k])
+        tail = nn.Sequential(*self.body[n - k :], self.pool, nn.Flatten(1))
+        return prefix, tail
 
 
 @BACKBONES.register("test_tiny")
@@ -466,6 +583,7 @@ def create_detector(
     weights: str | None = "default",
     freeze_backbone: bool = False,
     *,
+    trainable_blocks: int = 0,
     dropout: float = 0.2,
     tight: float = 0.5,
     loose: float = 0.9,
@@ -483,6 +601,8 @@ def create_detector(
             packaged offline for Lite0, downloaded for torchvision; random for ``test_tiny``),
             ``"imagenet"``, ``None`` (random init, no I/O) or the URI of a state-dict file.
         freeze_backbone: freeze the backbone (no gradients, BatchNorm statistics kept).
+        trainable_blocks: with ``freeze_backbone``, leave the backbone's last ``k`` blocks
+            trainable (see :meth:`Detector.freeze_backbone`).
         dropout: head dropout.
         tight: tight-mask threshold stored with the detector.
         loose: loose-mask threshold stored with the detector.
@@ -509,8 +629,8 @@ def create_detector(
         )
     backbone = BACKBONES.create(name, weights=weights, s3=s3)
     model = Detector(backbone, config)
-    if freeze_backbone:
-        model.freeze_backbone(True)
+    if freeze_backbone or trainable_blocks:
+        model.freeze_backbone(bool(freeze_backbone), trainable_blocks)
     return model.to(device) if device is not None else model
 
 

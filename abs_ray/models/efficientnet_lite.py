@@ -83,9 +83,22 @@ class _SameConv2d(nn.Conv2d):
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1):
-        super().__init__(in_ch, out_ch, kernel, stride=stride, padding=0, groups=groups, bias=False)
+        # Stride 1 with an odd kernel pads k // 2 on every side in TF too: let the conv do it.
+        static = stride == 1 and kernel % 2 == 1
+        super().__init__(
+            in_ch,
+            out_ch,
+            kernel,
+            stride=stride,
+            padding=kernel // 2 if static else 0,
+            groups=groups,
+            bias=False,
+        )
+        self._dynamic = not static
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._dynamic:
+            return super().forward(x)
         pads = []
         for size, k, s in zip(
             reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True

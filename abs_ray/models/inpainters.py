@@ -410,7 +410,8 @@ class TeleaInpainter(Inpainter):
         return _from_uint8_hwc(filled, image)
 
 
-# pypatchmatch keeps its random seed in global native state: seed and fill under one lock.
+# pypatchmatch keeps its random seed in global native state: a seeded fill holds this lock from
+# setting the seed to the end of the fill, so threads sharing the process replay exactly.
 _PATCHMATCH_LOCK = threading.Lock()
 
 
@@ -419,7 +420,8 @@ class PatchMatchInpainter(Inpainter):
     """PatchMatch inpainting (``pypatchmatch``): copies texture from the known background.
 
     Runs per image on CPU on uint8 pixels (about 0.3 s for a 224² image with a bird-sized
-    hole); the result is moved back to the input's device.
+    hole, one core); the result is moved back to the input's device. Seeded fills in threads of
+    one process run one at a time (the library's seed is global); use processes to scale.
 
     Args:
         patch_size: patch *radius* in pixels (patches span ``2 * patch_size + 1``), ``>= 1``.
@@ -456,9 +458,11 @@ class PatchMatchInpainter(Inpainter):
         holes = (hole[:, 0] > 0).to(torch.uint8).mul(255).cpu().numpy()
         filled = []
         for p, h in zip(pixels, holes, strict=True):
+            if self.seed is None:
+                filled.append(self._patchmatch.inpaint(p, h, patch_size=self.patch_size))
+                continue
             with _PATCHMATCH_LOCK:
-                if self.seed is not None:
-                    self._patchmatch.set_random_seed(self.seed)
+                self._patchmatch.set_random_seed(self.seed)
                 filled.append(self._patchmatch.inpaint(p, h, patch_size=self.patch_size))
         return _from_uint8_hwc(filled, image)
 

@@ -97,23 +97,3 @@ class LoadImages:
             out["mask"] = masks
         out["error_stage"], out["error_type"], out["error_message"] = stage, etype, emsg
         return out
-
-
-def error_records(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Keep only the failed rows of a batch, as ``errors/`` records (uri, stage, type, message).
-
-    >>> import numpy as np
-    >>> b = {"id": np.array(["a", "b"]), "image_uri": np.array(["x", "y"]),
-    ...      "error_stage": np.array(["", "load"]), "error_type": np.array(["", "NotAnImageError"]),
-    ...      "error_message": np.array(["", "y: junk"])}
-    >>> error_records(b)["id"].tolist()
-    ['b']
-    """
-    bad = np.asarray(batch["error_type"]).astype(str) != ""
-    return {
-        "id": np.asarray(batch["id"])[bad],
-        "uri": np.asarray(batch["image_uri"])[bad],
-        "stage": np.asarray(batch["error_stage"])[bad],
-        "error_type": np.asarray(batch["error_type"])[bad],
-        "message": np.asarray(batch["error_message"])[bad],
-    }

@@ -1,0 +1,193 @@
+"""Ray Data stages of ``disentangle``: detector → masks → inpainting → encoding.
+
+Each stage is a callable on ``dict[str, np.ndarray]`` batches. Model stages are classes that
+load their model once in ``__init__`` (one per actor) and run under ``torch.inference_mode``;
+numpy ↔ tensor conversion happens only at their edges. Rows that failed earlier (``error_type``
+set) pass through untouched; a row that fails here gets ``error_stage``/``error_type``/
+``error_message`` and the rest of its batch goes on.
+
+Together the detector and inpainting stages compute exactly what
+:func:`abs_ray.models.disentangle` computes (a test checks that), split in two so that each
+has its own actor pool, batch size and resources.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from abs_ray.errors import AbsRayError
+from abs_ray.io import S3Options, encode_png
+
+logger = logging.getLogger(__name__)
+
+#: Per-row seconds spent in each stage (batch time / batch size), summed by the writer.
+TIMING_PREFIX = "t_"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` → ``cuda`` when this process sees a GPU, else ``cpu``; other names as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _ok_rows(batch: dict[str, np.ndarray]) -> np.ndarray:
+    return np.flatnonzero(np.asarray(batch["error_type"]).astype(str) == "")
+
+
+def _mark_error(batch: dict[str, np.ndarray], i: int, stage: str, exc: BaseException) -> None:
+    for key in ("error_stage", "error_type", "error_message"):
+        batch[key] = np.asarray(batch[key], dtype=object)
+    batch["error_stage"][i] = stage
+    batch["error_type"][i] = type(exc).__name__
+    batch["error_message"][i] = f"{batch['image_uri'][i]}: {exc}"
+    logger.warning("%s failed on %s: %s", stage, batch["image_uri"][i], exc)
+
+
+def _run_rows(
+    batch: dict[str, np.ndarray], stage: str, fn: Callable[[np.ndarray], None]
+) -> dict[str, np.ndarray]:
+    """Apply ``fn(row_indices)`` to the batch's good rows; on failure retry row by row."""
+    start = time.perf_counter()
+    rows = _ok_rows(batch)
+    if len(rows):
+        try:
+            fn(rows)
+        except (AbsRayError, RuntimeError, ValueError) as exc:
+            logger.info("%s: batch failed (%s); retrying row by row", stage, exc)
+            for i in rows:
+                try:
+                    fn(np.array([i]))
+                except (AbsRayError, RuntimeError, ValueError) as row_exc:
+                    _mark_error(batch, int(i), stage, row_exc)
+    n = max(1, len(batch["image_uri"]))
+    batch[TIMING_PREFIX + stage] = np.full(n, (time.perf_counter() - start) / n)
+    return batch
+
+
+def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, H, W, 3) uint8 → (B, 3, H, W) float in [0, 1] on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
+
+
+class DetectPatches:
+    """Actor stage: images → the detector's ``P(background)`` patch grid.
+
+    Args:
+        checkpoint: URI of a detector checkpoint (:func:`abs_ray.models.save_detector`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        s3: S3 settings for an ``s3://`` checkpoint.
+
+    Adds ``prob``: (B, G, G) float32 in [0, 1] (zeros for failed rows).
+    """
+
+    def __init__(self, checkpoint: str, device: str = "auto", s3: S3Options | None = None) -> None:
+        from abs_ray.models import load_detector
+
+        self.device = resolve_device(device)
+        self.model = load_detector(checkpoint, device=self.device, s3=s3)
+        self.grid = self.model.config.grid
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["image_uri"])
+        prob = np.zeros((n, self.grid, self.grid), np.float32)
+
+        def detect(rows: np.ndarray) -> None:
+            with torch.inference_mode():
+                x = _to_tensor(batch["image"][rows], self.device)
+                prob[rows] = torch.sigmoid(self.model(x)).float().cpu().numpy()
+
+        batch = _run_rows(dict(batch), "detect", detect)
+        batch["prob"] = prob
+        return batch
+
+
+class InpaintBackgrounds:
+    """Actor stage: images + patch grids → tight alpha and the inpainted background.
+
+    Args:
+        inpainter: registered inpainter name (see :func:`abs_ray.models.create_inpainter`).
+        inpainter_kwargs: its arguments (e.g. ``{"dilate": 3}``).
+        tight: ``P(background)`` below which a patch is tight foreground (cut out).
+        loose: ``P(background)`` below which a patch is removed and inpainted.
+        device: ``"auto"``, ``"cpu"``, ...
+
+    Adds ``alpha`` (B, H, W) uint8 in {0, 255} and ``background`` (B, H, W, 3) uint8.
+    """
+
+    def __init__(
+        self,
+        inpainter: str,
+        inpainter_kwargs: dict | None = None,
+        tight: float = 0.5,
+        loose: float = 0.9,
+        device: str = "auto",
+    ) -> None:
+        from abs_ray.models import create_inpainter
+
+        self.device = resolve_device(device)
+        kwargs = dict(inpainter_kwargs or {})
+        if inpainter == "torchscript":
+            kwargs.setdefault("device", str(self.device))
+        self.inpainter = create_inpainter(inpainter, **kwargs)
+        self.tight, self.loose = tight, loose
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from abs_ray.ops import masks_from_background_prob
+
+        images = batch["image"]
+        n, h, w = images.shape[:3]
+        alpha = np.zeros((n, h, w), np.uint8)
+        background = np.zeros((n, h, w, 3), np.uint8)
+
+        def inpaint(rows: np.ndarray) -> None:
+            with torch.inference_mode():
+                x = _to_tensor(images[rows], self.device)
+                prob = torch.from_numpy(np.ascontiguousarray(batch["prob"][rows])).to(self.device)
+                tight, loose = masks_from_background_prob(prob, (h, w), tight=self.tight, loose=self.loose)
+                bg = self.inpainter(x, loose)
+            alpha[rows] = (tight[:, 0] * 255).round().byte().cpu().numpy()
+            background[rows] = (bg * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+
+        batch = _run_rows(dict(batch), "inpaint", inpaint)
+        batch["alpha"], batch["background"] = alpha, background
+        return batch
+
+
+def encode_outputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Task stage: pixels → PNG bytes; drops the raw arrays.
+
+    Adds ``foreground_png`` (RGBA: the image with the tight alpha), ``background_png`` (RGB),
+    ``patch_prob`` (G² float32, row-major ``P(background)``) and ``height``/``width``.
+
+    >>> b = {"image_uri": np.array(["x"]), "error_type": np.array([""]),
+    ...      "error_stage": np.array([""]), "error_message": np.array([""]),
+    ...      "image": np.zeros((1, 4, 4, 3), np.uint8), "alpha": np.zeros((1, 4, 4), np.uint8),
+    ...      "background": np.zeros((1, 4, 4, 3), np.uint8), "prob": np.zeros((1, 2, 2), np.float32)}
+    >>> out = encode_outputs(b)
+    >>> out["foreground_png"][0][:4], out["patch_prob"].shape
+    (b'\\x89PNG', (1, 4))
+    """
+    images = batch["image"]
+    n, h, w = images.shape[:3]
+    fg = np.full(n, b"", dtype=object)
+    bg = np.full(n, b"", dtype=object)
+
+    def encode(rows: np.ndarray) -> None:
+        for i in rows:
+            fg[i] = encode_png(np.concatenate([images[i], batch["alpha"][i][..., None]], axis=-1))
+            bg[i] = encode_png(batch["background"][i])
+
+    out = _run_rows(dict(batch), "encode", encode)
+    for key in ("image", "mask", "alpha", "background"):
+        out.pop(key, None)
+    prob = out.pop("prob")
+    out["patch_prob"] = prob.reshape(n, -1).astype(np.float32)
+    out["foreground_png"], out["background_png"] = fg, bg
+    out["height"], out["width"] = np.full(n, h), np.full(n, w)
+    return out

@@ -1,0 +1,143 @@
+"""One streaming pass, two outputs: good rows to ``data/``, failed rows to ``errors/``.
+
+Ray Data cannot fork a stream into two writes, so this datasink splits each block itself.
+Every file is written whole under its final name or not at all (:func:`abs_ray.io.write_bytes`),
+so an interrupted run leaves only complete files and ``--resume`` can trust every id it reads.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from ray.data import Datasink
+from ray.data.block import Block, BlockAccessor
+
+from abs_ray.errors import StorageNotFoundError
+from abs_ray.io import S3Options, delete, exists, join, list_files, read_bytes, write_bytes
+from abs_ray.stages.disentangle import TIMING_PREFIX
+
+logger = logging.getLogger(__name__)
+
+#: Columns of an ``errors/`` record.
+ERROR_RECORD_COLUMNS = ("id", "uri", "stage", "error_type", "message")
+_INTERNAL = ("error_stage", "error_type", "error_message")
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def error_table(table: pa.Table) -> pa.Table:
+    """The ``errors/`` records of a block's failed rows (all columns strings)."""
+    return pa.table(
+        {
+            "id": table["id"].cast(pa.string()),
+            "uri": table["image_uri"].cast(pa.string()),
+            "stage": table["error_stage"].cast(pa.string()),
+            "error_type": table["error_type"].cast(pa.string()),
+            "message": table["error_message"].cast(pa.string()),
+        }
+    )
+
+
+def empty_error_table() -> pa.Table:
+    return pa.table({c: pa.array([], pa.string()) for c in ERROR_RECORD_COLUMNS})
+
+
+class SplitParquetSink(Datasink):
+    """Write good rows to ``<out>/data/`` and failed rows to ``<out>/errors/`` as Parquet.
+
+    Args:
+        out: output URI (local folder or ``s3://``).
+        s3: S3 settings.
+        constant_columns: columns added to every good row (e.g. detector and code version).
+
+    Each write task returns ``{"ok": n, "errors": n, "seconds": {stage: sum}}``; the totals
+    are in :attr:`result` after the write.
+    """
+
+    def __init__(self, out: str, s3: S3Options | None = None, constant_columns: dict[str, str] | None = None):
+        self.out = out
+        self.s3 = s3
+        self.constant_columns = dict(constant_columns or {})
+        self.run_id = uuid.uuid4().hex[:12]
+        self.result: dict = {"ok": 0, "errors": 0, "seconds": {}}
+
+    def write(self, blocks: Iterable[Block], ctx) -> dict:
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        stats = {"ok": 0, "errors": 0, "seconds": {}}
+        if not tables:
+            return stats
+        table = pa.concat_tables(tables, promote_options="default")
+        for name in table.column_names:
+            if name.startswith(TIMING_PREFIX):
+                stats["seconds"][name[len(TIMING_PREFIX) :]] = float(pc.sum(table[name]).as_py() or 0.0)
+        failed = pc.not_equal(table["error_type"].cast(pa.string()), "")
+        bad, good = table.filter(failed), table.filter(pc.invert(failed))
+        name = f"{self.run_id}-{ctx.task_idx:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        if good.num_rows:
+            keep = [c for c in good.column_names if not c.startswith(TIMING_PREFIX) and c not in _INTERNAL]
+            good = good.select(keep)
+            for key, value in self.constant_columns.items():
+                good = good.append_column(key, pa.array([value] * good.num_rows, pa.string()))
+            write_bytes(join(self.out, "data", name), _parquet_bytes(good), self.s3)
+        if bad.num_rows:
+            write_bytes(join(self.out, "errors", name), _parquet_bytes(error_table(bad)), self.s3)
+        stats["ok"], stats["errors"] = good.num_rows, bad.num_rows
+        return stats
+
+    def on_write_complete(self, write_result) -> None:
+        for r in write_result.write_returns:
+            self.result["ok"] += r["ok"]
+            self.result["errors"] += r["errors"]
+            for stage, s in r["seconds"].items():
+                self.result["seconds"][stage] = self.result["seconds"].get(stage, 0.0) + s
+
+
+def read_ids(folder: str, s3: S3Options | None = None, drop_unreadable: bool = True) -> list[str]:
+    """Ids in every Parquet file under ``folder`` (empty when it does not exist).
+
+    A file that cannot be read (e.g. copied in by hand and cut short) is deleted when
+    ``drop_unreadable``, so its rows are redone, and logged.
+    """
+    if not exists(folder, s3):
+        return []
+    try:
+        files = list_files(folder, suffixes=[".parquet"], s3=s3)
+    except StorageNotFoundError:
+        return []
+    ids: list[str] = []
+    for uri in files:
+        try:
+            ids.extend(pq.read_table(io.BytesIO(read_bytes(uri, s3)), columns=["id"])["id"].to_pylist())
+        except (pa.ArrowException, OSError) as exc:
+            if not drop_unreadable:
+                raise
+            logger.warning("dropping unreadable output file %s (%s); its rows will be redone", uri, exc)
+            delete(uri, s3)
+    return ids
+
+
+def clear_outputs(out: str, folders: Sequence[str], s3: S3Options | None = None) -> None:
+    """Delete output folders before a fresh (non-resumed) run, so rows are never duplicated."""
+    for folder in folders:
+        delete(join(out, folder), s3)
+
+
+def write_empty_errors(out: str, s3: S3Options | None = None) -> None:
+    """An empty ``errors/`` table with the schema, so readers always find one."""
+    write_bytes(join(out, "errors", "empty.parquet"), _parquet_bytes(empty_error_table()), s3)
+
+
+def unique_count(ids: Sequence[str]) -> int:
+    return int(np.unique(np.asarray(ids, dtype=object).astype(str)).size) if len(ids) else 0
