@@ -39,7 +39,17 @@ import numpy as np
 
 from abs_ray import __version__
 from abs_ray.errors import AbsRayError, ConfigError
-from abs_ray.io import S3Options, check_readable, check_writable, delete, exists, join, read_text, write_bytes, write_text
+from abs_ray.io import (
+    S3Options,
+    check_readable,
+    check_writable,
+    delete,
+    exists,
+    join,
+    read_text,
+    write_bytes,
+    write_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +78,24 @@ class PoolConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_size <= self.max_size:
-            raise ConfigError(f"pool sizes need 1 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+            raise ConfigError(
+                f"pool sizes need 1 <= min_size <= max_size, got {self.min_size}, {self.max_size}"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_cpus <= 0 or (self.num_gpus is not None and self.num_gpus < 0):
-            raise ConfigError(f"num_cpus must be > 0 and num_gpus >= 0, got {self.num_cpus}, {self.num_gpus}")
+            raise ConfigError(
+                f"num_cpus must be > 0 and num_gpus >= 0, got {self.num_cpus}, {self.num_gpus}"
+            )
 
 
 def _default_detector_train():
     from abs_ray.models.detector_train import DetectorTrainConfig
 
     # A frozen backbone trains in minutes on CPU; unfreeze (freeze_backbone=False) on a GPU.
-    return DetectorTrainConfig(freeze_backbone=True, epochs=60, early_stop_patience=15, device="auto")
+    return DetectorTrainConfig(
+        freeze_backbone=True, epochs=60, early_stop_patience=15, device="auto"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +111,8 @@ class PipelineConfig:
         detector_checkpoint: use this detector instead of training one.
         detector_train: how to train it (image size, grid, labels, recipe); ``out`` and
             ``data`` are set by the pipeline.
+        mask_source: ``detector`` (the method) or ``truth``: the data set's own masks (the
+            ``oracle`` upper bound; every image needs a ``mask_uri``; no detector is used).
         inpainter: registered inpainter name (``patchmatch``, ``telea``, ``torchscript``, ...).
         inpainter_kwargs: its arguments, e.g. ``{"dilate": 3}`` or ``{"uri": "s3://.../lama.pt"}``.
         tight: ``P(background)`` threshold of the tight (cut-out) mask; None = the detector's.
@@ -105,6 +123,8 @@ class PipelineConfig:
         inpaint: inpainting actor pool (patch-based inpainting is the slowest step on CPU).
         encode: PNG-encoding tasks.
         max_pixels: images with more pixels are refused before decoding.
+        rows_per_file: most rows per output Parquet file (a resume redoes at most a file's
+            worth of rows per interrupted writer); 512 rows of 224² PNG pairs are ~100 MB.
         preview_samples: samples shown in ``swap_preview.png`` (0 = none).
         seed: seed of the demo and the preview.
     """
@@ -115,6 +135,7 @@ class PipelineConfig:
     resume: bool = False
     detector_checkpoint: str | None = None
     detector_train: Any = dataclasses.field(default_factory=_default_detector_train)
+    mask_source: str = "detector"
     inpainter: str = "patchmatch"
     inpainter_kwargs: dict = dataclasses.field(default_factory=dict)
     tight: float | None = None
@@ -125,15 +146,25 @@ class PipelineConfig:
     inpaint: PoolConfig = PoolConfig(min_size=1, max_size=2, batch_size=8, num_cpus=0.5)
     encode: PoolConfig = PoolConfig(batch_size=32, num_cpus=0.25)
     max_pixels: int = 40_000_000
+    rows_per_file: int = 512
     preview_samples: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.stages:
-            raise ConfigError(f"unknown stage(s) {unknown or list(self.stages)}; known stages: {', '.join(STAGES)}")
-        if "disentangle" in self.stages and "detector" not in self.stages and not self.detector_checkpoint:
-            raise ConfigError("the disentangle stage needs a detector: add the detector stage or give detector_checkpoint")
+            raise ConfigError(
+                f"unknown stage(s) {unknown or list(self.stages)}; known stages: {', '.join(STAGES)}"
+            )
+        if self.mask_source not in ("detector", "truth"):
+            raise ConfigError(
+                f"mask_source must be 'detector' or 'truth', got {self.mask_source!r}"
+            )
+        needs_detector = "disentangle" in self.stages and self.mask_source == "detector"
+        if needs_detector and "detector" not in self.stages and not self.detector_checkpoint:
+            raise ConfigError(
+                "the disentangle stage needs a detector: add the detector stage or give detector_checkpoint"
+            )
         for name in ("tight", "loose"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value < 1.0:
@@ -178,7 +209,9 @@ def prepare_data(cfg: PipelineConfig, s3: S3Options | None = None) -> PipelineCo
         logger.info("generating the demo data set in %s", DEMO_DATA)
         delete(DEMO_DATA)
         write_synthetic(DEMO_DATA, demo)
-    train = dataclasses.replace(cfg.detector_train, image_size=demo.size, grid=16, num_labelled=160, eval_max=80)
+    train = dataclasses.replace(
+        cfg.detector_train, image_size=demo.size, grid=16, num_labelled=160, eval_max=80
+    )
     return dataclasses.replace(cfg, data=DEMO_DATA, detector_train=train)
 
 
@@ -189,7 +222,9 @@ def _same_demo(demo) -> bool:
     except (AbsRayError, ValueError):
         return False
     wanted = dataclasses.asdict(demo)
-    return exists(join(DEMO_DATA, "metadata.csv")) and all(found.get(k) == v for k, v in wanted.items())
+    return exists(join(DEMO_DATA, "metadata.csv")) and all(
+        found.get(k) == v for k, v in wanted.items()
+    )
 
 
 def run(cfg: PipelineConfig, s3: S3Options | None = None) -> dict:
@@ -221,14 +256,20 @@ def run(cfg: PipelineConfig, s3: S3Options | None = None) -> dict:
         "images_per_s": {},
     }
     checkpoint = cfg.detector_checkpoint
-    if "detector" in cfg.stages and not checkpoint:
+    if cfg.mask_source == "truth":
+        checkpoint = None
+    elif "detector" in cfg.stages and not checkpoint:
         checkpoint, metrics = run_detector_stage(cfg, manifest, s3)
         summary["detector_metrics"] = {k: metrics.get(k) for k in ("val", "held_out", "best_epoch")}
         summary["seconds"]["detector"] = round(metrics["seconds"]["total"], 2)
     summary["detector_checkpoint"] = checkpoint
     if "disentangle" in cfg.stages:
         summary.update(run_disentangle_stage(cfg, manifest, checkpoint, s3, summary))
-    write_text(join(cfg.out, "manifest.json"), json.dumps(summary, indent=2, sort_keys=True, default=str), s3)
+    write_text(
+        join(cfg.out, "manifest.json"),
+        json.dumps(summary, indent=2, sort_keys=True, default=str),
+        s3,
+    )
     return summary
 
 
@@ -249,36 +290,71 @@ def run_detector_stage(cfg: PipelineConfig, manifest, s3: S3Options) -> tuple[st
     if device == "auto":
         device = "cuda" if gpus else "cpu"
     train_cfg = dataclasses.replace(cfg.detector_train, out=out, data=cfg.data, device=device)
-    logger.info("training detector %s (G=%d, %d px) on %s", train_cfg.detector, train_cfg.grid, train_cfg.image_size, device)
-    task = ray.remote(train_detector).options(num_cpus=cpus, num_gpus=1 if gpus else 0, max_retries=0)
+    logger.info(
+        "training detector %s (G=%d, %d px) on %s",
+        train_cfg.detector,
+        train_cfg.grid,
+        train_cfg.image_size,
+        device,
+    )
+    task = ray.remote(train_detector).options(
+        num_cpus=cpus, num_gpus=1 if gpus else 0, max_retries=0
+    )
     metrics = ray.get(task.remote(train_cfg, manifest, s3))
     held = metrics.get("held_out") or metrics.get("val") or {}
-    logger.info("detector trained in %.0f s: %s", metrics["seconds"]["total"], {k: held.get(k) for k in ("balanced_accuracy", "mask_iou")})
+    logger.info(
+        "detector trained in %.0f s: %s",
+        metrics["seconds"]["total"],
+        {k: held.get(k) for k in ("balanced_accuracy", "mask_iou")},
+    )
     return checkpoint, metrics
 
 
-def run_disentangle_stage(cfg: PipelineConfig, manifest, checkpoint: str, s3: S3Options, summary: dict) -> dict:
+def run_disentangle_stage(
+    cfg: PipelineConfig, manifest, checkpoint: str, s3: S3Options, summary: dict
+) -> dict:
     """Stream every image through decode → detect → inpaint → encode → write."""
     import ray
 
     from abs_ray.models import load_detector
     from abs_ray.stages import LoadImages
-    from abs_ray.stages.disentangle import DetectPatches, InpaintBackgrounds, encode_outputs
-    from abs_ray.stages.sink import SplitParquetSink, clear_outputs, read_ids, unique_count, write_empty_errors
+    from abs_ray.stages.disentangle import (
+        DetectPatches,
+        InpaintBackgrounds,
+        encode_outputs,
+        masks_from_truth,
+    )
+    from abs_ray.stages.sink import (
+        SplitParquetSink,
+        clear_outputs,
+        read_ids,
+        unique_count,
+        write_empty_errors,
+    )
 
-    detector = load_detector(checkpoint, s3=s3)  # fails here, before the stream, if unusable
-    size = detector.config.image_size
-    tight = cfg.tight if cfg.tight is not None else detector.config.tight
-    loose = cfg.loose if cfg.loose is not None else detector.config.loose
+    truth = cfg.mask_source == "truth"
+    if truth:
+        size, grid = cfg.detector_train.image_size, cfg.detector_train.grid
+        tight, loose = cfg.detector_train.tight, cfg.detector_train.loose
+        if manifest["mask_uri"].isna().all():
+            raise ConfigError("mask_source='truth' needs masks, but the data set has no mask_uri")
+    else:
+        detector = load_detector(checkpoint, s3=s3)  # fails here, before the stream, if unusable
+        size, grid = detector.config.image_size, detector.config.grid
+        tight, loose = detector.config.tight, detector.config.loose
+        del detector
+    tight = cfg.tight if cfg.tight is not None else tight
+    loose = cfg.loose if cfg.loose is not None else loose
     if tight > loose:
         raise ConfigError(f"tight threshold {tight} must not exceed loose threshold {loose}")
-    del detector
 
     todo = manifest
     if cfg.resume:
         done = set(read_ids(join(cfg.out, "data"), s3)) | set(read_ids(join(cfg.out, "errors"), s3))
         todo = manifest[~manifest["id"].astype(str).isin(done)]
-        logger.info("resume: %d of %d ids already written; %d to do", len(done), len(manifest), len(todo))
+        logger.info(
+            "resume: %d of %d ids already written; %d to do", len(done), len(manifest), len(todo)
+        )
     else:
         clear_outputs(cfg.out, ("data", "errors"), s3)
 
@@ -291,47 +367,60 @@ def run_disentangle_stage(cfg: PipelineConfig, manifest, checkpoint: str, s3: S3
         cfg.out,
         s3,
         constant_columns={
-            "detector": checkpoint,
-            "inpainter": json.dumps({"name": cfg.inpainter, **cfg.inpainter_kwargs}, sort_keys=True),
+            "detector": checkpoint or "truth",
+            "inpainter": json.dumps(
+                {"name": cfg.inpainter, **cfg.inpainter_kwargs}, sort_keys=True
+            ),
             "code_version": summary["code_version"],
         },
+        rows_per_file=cfg.rows_per_file,
     )
     t0 = time.perf_counter()
     if len(todo):
         blocks = max(1, min(200, len(todo) // cfg.load.batch_size))
         # Split here: from_pandas(override_num_blocks=) hands ndarrays to Ray with pandas 3.
         chunks = [todo.iloc[idx] for idx in np.array_split(np.arange(len(todo)), blocks)]
-        ds = (
-            ray.data.from_pandas(chunks)
-            .map_batches(
-                LoadImages(size=(size, size), s3=s3, max_pixels=cfg.max_pixels, masks=False),
+        ds = ray.data.from_pandas(chunks).map_batches(
+            LoadImages(size=(size, size), s3=s3, max_pixels=cfg.max_pixels, masks=truth),
+            batch_size=cfg.load.batch_size,
+            num_cpus=cfg.load.num_cpus,
+        )
+        if truth:
+            ds = ds.map_batches(
+                masks_from_truth,
+                fn_kwargs={"grid": grid},
                 batch_size=cfg.load.batch_size,
                 num_cpus=cfg.load.num_cpus,
             )
-            .map_batches(
+        else:
+            ds = ds.map_batches(
                 DetectPatches,
                 fn_constructor_kwargs={"checkpoint": checkpoint, "device": cfg.device, "s3": s3},
                 batch_size=cfg.detect.batch_size,
-                compute=ray.data.ActorPoolStrategy(min_size=cfg.detect.min_size, max_size=cfg.detect.max_size),
+                compute=ray.data.ActorPoolStrategy(
+                    min_size=cfg.detect.min_size, max_size=cfg.detect.max_size
+                ),
                 num_cpus=cfg.detect.num_cpus,
                 num_gpus=gpus(cfg.detect),
             )
-            .map_batches(
-                InpaintBackgrounds,
-                fn_constructor_kwargs={
-                    "inpainter": cfg.inpainter,
-                    "inpainter_kwargs": cfg.inpainter_kwargs,
-                    "tight": tight,
-                    "loose": loose,
-                    "device": cfg.device,
-                },
-                batch_size=cfg.inpaint.batch_size,
-                compute=ray.data.ActorPoolStrategy(min_size=cfg.inpaint.min_size, max_size=cfg.inpaint.max_size),
-                num_cpus=cfg.inpaint.num_cpus,
-                # Weight-free inpainters run on CPU; a torchscript one gets the GPU.
-                num_gpus=gpus(cfg.inpaint) if cfg.inpainter == "torchscript" else 0.0,
-            )
-            .map_batches(encode_outputs, batch_size=cfg.encode.batch_size, num_cpus=cfg.encode.num_cpus)
+        ds = ds.map_batches(
+            InpaintBackgrounds,
+            fn_constructor_kwargs={
+                "inpainter": cfg.inpainter,
+                "inpainter_kwargs": cfg.inpainter_kwargs,
+                "tight": tight,
+                "loose": loose,
+                "device": cfg.device,
+            },
+            batch_size=cfg.inpaint.batch_size,
+            compute=ray.data.ActorPoolStrategy(
+                min_size=cfg.inpaint.min_size, max_size=cfg.inpaint.max_size
+            ),
+            num_cpus=cfg.inpaint.num_cpus,
+            # Weight-free inpainters run on CPU; a torchscript one gets the GPU.
+            num_gpus=gpus(cfg.inpaint) if cfg.inpainter == "torchscript" else 0.0,
+        ).map_batches(
+            encode_outputs, batch_size=cfg.encode.batch_size, num_cpus=cfg.encode.num_cpus
         )
         ds.write_datasink(sink)
     wall = time.perf_counter() - t0
@@ -342,24 +431,46 @@ def run_disentangle_stage(cfg: PipelineConfig, manifest, checkpoint: str, s3: S3
         write_empty_errors(cfg.out, s3)
     counts = {"input": len(manifest), "ok": unique_count(ok_ids), "errors": unique_count(err_ids)}
     if len(ok_ids) != counts["ok"] or len(err_ids) != counts["errors"]:
-        logger.error("duplicate ids in the output: %d rows for %d ids", len(ok_ids) + len(err_ids), counts["ok"] + counts["errors"])
+        logger.error(
+            "duplicate ids in the output: %d rows for %d ids",
+            len(ok_ids) + len(err_ids),
+            counts["ok"] + counts["errors"],
+        )
     if counts["ok"] + counts["errors"] != counts["input"]:
         logger.error("counts do not add up: %s", counts)
-    seconds = {"disentangle_wall": round(wall, 2), **{k: round(v, 2) for k, v in sink.result["seconds"].items()}}
+    seconds = {
+        "disentangle_wall": round(wall, 2),
+        **{k: round(v, 2) for k, v in sink.result["seconds"].items()},
+    }
     rates = {"disentangle": round(len(todo) / wall, 2) if len(todo) and wall > 0 else None}
-    rates.update({k: round(len(todo) / v, 1) for k, v in sink.result["seconds"].items() if v > 0 and len(todo)})
+    rates.update(
+        {
+            k: round(len(todo) / v, 1)
+            for k, v in sink.result["seconds"].items()
+            if v > 0 and len(todo)
+        }
+    )
     outputs = {
         "data": join(cfg.out, "data"),
         "errors": join(cfg.out, "errors"),
         "manifest": join(cfg.out, "manifest.json"),
     }
     if cfg.preview_samples and counts["ok"]:
-        write_bytes(join(cfg.out, "swap_preview.png"), swap_preview(cfg.out, cfg.preview_samples, cfg.seed, s3), s3)
+        write_bytes(
+            join(cfg.out, "swap_preview.png"),
+            swap_preview(cfg.out, cfg.preview_samples, cfg.seed, s3),
+            s3,
+        )
         outputs["swap_preview"] = join(cfg.out, "swap_preview.png")
     logger.info(
         "disentangle: %d in, %d ok, %d errors; %.1f images/s over %.1f s (per-worker images/s by stage: %s); output %s",
-        counts["input"], counts["ok"], counts["errors"], rates["disentangle"] or 0.0, wall,
-        {k: v for k, v in rates.items() if k != "disentangle"}, cfg.out,
+        counts["input"],
+        counts["ok"],
+        counts["errors"],
+        rates["disentangle"] or 0.0,
+        wall,
+        {k: v for k, v in rates.items() if k != "disentangle"},
+        cfg.out,
     )
     return {
         "counts": counts,
@@ -410,7 +521,11 @@ def swap_preview(out: str, n: int, seed: int, s3: S3Options | None = None) -> by
     size = images.shape[-1]
     gen = torch.Generator().manual_seed(seed)
     k = min(n, len(rows))
-    params = sample_swap_params(alpha[:k], labels[:k], labels, SwapConfig(translate=max(1.0, 32 * size / 224)), gen)
+    params = sample_swap_params(
+        alpha[:k], labels[:k], labels, SwapConfig(translate=max(1.0, 32 * size / 224)), gen
+    )
     swapped, _ = swap_backgrounds(images[:k], alpha[:k], backgrounds, params)
-    sheet = torch.cat([torch.cat(list(t), dim=2) for t in (images[:k], backgrounds[:k], swapped)], dim=1)
+    sheet = torch.cat(
+        [torch.cat(list(t), dim=2) for t in (images[:k], backgrounds[:k], swapped)], dim=1
+    )
     return encode_png((sheet.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())

@@ -41,6 +41,10 @@ def write_result(path: str, payload: dict) -> None:
     """Write ``payload`` plus machine and time to ``path`` (JSON), creating folders."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **payload}
+    record = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **payload,
+    }
     out.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     print(f"wrote {out}")

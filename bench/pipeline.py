@@ -57,16 +57,20 @@ def plain_loop(manifest, checkpoint: str, inpainter: str, out: str, size: int) -
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
         with torch.inference_mode():
             prob = torch.sigmoid(model(x))
-            tight, loose = masks_from_background_prob(prob, (size, size), model.config.tight, model.config.loose)
+            tight, loose = masks_from_background_prob(
+                prob, (size, size), model.config.tight, model.config.loose
+            )
             bg = paint(x, loose)
         alpha = (tight[0, 0] * 255).round().byte().numpy()
         bg = (bg[0] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-        rows.append({
-            "id": r.id,
-            "foreground_png": encode_png(np.concatenate([img, alpha[..., None]], axis=-1)),
-            "background_png": encode_png(bg),
-            "patch_prob": prob[0].flatten().tolist(),
-        })
+        rows.append(
+            {
+                "id": r.id,
+                "foreground_png": encode_png(np.concatenate([img, alpha[..., None]], axis=-1)),
+                "background_png": encode_png(bg),
+                "patch_prob": prob[0].flatten().tolist(),
+            }
+        )
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows), buf)
     write_bytes(os.path.join(out, "loop.parquet"), buf.getvalue())
@@ -74,7 +78,9 @@ def plain_loop(manifest, checkpoint: str, inpainter: str, out: str, size: int) -
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--full", action="store_true", help="192 images")
     p.add_argument("--size", type=int, default=224)
@@ -93,43 +99,79 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="abs-bench-")
     data = os.path.join(work, "data")
-    write_synthetic(data, SyntheticConfig(n_train=n // 2, n_val=0, n_test=n - n // 2 - (n - n // 2) % 4, size=args.size, seed=0))
+    write_synthetic(
+        data,
+        SyntheticConfig(
+            n_train=n // 2, n_val=0, n_test=n - n // 2 - (n - n // 2) % 4, size=args.size, seed=0
+        ),
+    )
     manifest = load_dataset(data)
     t = time.perf_counter()
-    train_cfg = DetectorTrainConfig(out=os.path.join(work, "detector"), image_size=args.size, grid=16, freeze_backbone=True,
-                                    epochs=15, num_labelled=min(64, n // 2), eval_split=None, sheet_samples=0)
+    train_cfg = DetectorTrainConfig(
+        out=os.path.join(work, "detector"),
+        image_size=args.size,
+        grid=16,
+        freeze_backbone=True,
+        epochs=15,
+        num_labelled=min(64, n // 2),
+        eval_split=None,
+        sheet_samples=0,
+    )
     train_detector(train_cfg, manifest)
     checkpoint = os.path.join(work, "detector", "detector.pt")
     detector_s = time.perf_counter() - t
 
     loop_s = plain_loop(manifest, checkpoint, args.inpainter, work, args.size)
-    result = {"images": len(manifest), "size": args.size, "inpainter": args.inpainter, "code_version": code_version(),
-              "detector": "efficientnet_lite0 (frozen, trained here)", "detector_train_s": round(detector_s, 1),
-              "loop": {"seconds": round(loop_s, 2), "images_per_s": round(len(manifest) / loop_s, 2)}, "ray": {}}
-    print(f"plain loop: {len(manifest)} images in {loop_s:.1f} s = {len(manifest) / loop_s:.2f} images/s")
+    result = {
+        "images": len(manifest),
+        "size": args.size,
+        "inpainter": args.inpainter,
+        "code_version": code_version(),
+        "detector": "efficientnet_lite0 (frozen, trained here)",
+        "detector_train_s": round(detector_s, 1),
+        "loop": {"seconds": round(loop_s, 2), "images_per_s": round(len(manifest) / loop_s, 2)},
+        "ray": {},
+    }
+    print(
+        f"plain loop: {len(manifest)} images in {loop_s:.1f} s = {len(manifest) / loop_s:.2f} images/s"
+    )
     for cpus in [int(c) for c in args.cpus.split(",")]:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         from ray.data import DataContext
 
         DataContext.get_current().enable_progress_bars = False
         cfg = PipelineConfig(
-            data=data, out=os.path.join(work, f"ray{cpus}"), stages=("disentangle",), detector_checkpoint=checkpoint,
-            inpainter=args.inpainter, preview_samples=0,
+            data=data,
+            out=os.path.join(work, f"ray{cpus}"),
+            stages=("disentangle",),
+            detector_checkpoint=checkpoint,
+            inpainter=args.inpainter,
+            preview_samples=0,
             # Scale the pools to the cluster: one inpainting actor per CPU (the bottleneck).
             inpaint=dataclasses.replace(PipelineConfig().inpaint, max_size=cpus, num_cpus=0.5),
             detect=PoolConfig(min_size=1, max_size=1, batch_size=32, num_cpus=0.25),
         )
         t = time.perf_counter()
-        summary = run_disentangle_stage(cfg, manifest, checkpoint, __import__("abs_ray.io", fromlist=["S3Options"]).S3Options.from_env(),
-                                        {"code_version": code_version(), "seconds": {}})
+        summary = run_disentangle_stage(
+            cfg,
+            manifest,
+            checkpoint,
+            __import__("abs_ray.io", fromlist=["S3Options"]).S3Options.from_env(),
+            {"code_version": code_version(), "seconds": {}},
+        )
         wall = time.perf_counter() - t
         ray.shutdown()
         assert summary["counts"]["ok"] == len(manifest), summary["counts"]
         rate = len(manifest) / wall
-        result["ray"][str(cpus)] = {"seconds": round(wall, 2), "images_per_s": round(rate, 2),
-                                     "ratio_vs_loop": round(rate / result["loop"]["images_per_s"], 2),
-                                     "stage_seconds": summary["seconds"]}
-        print(f"ray, {cpus} CPU: {wall:.1f} s = {rate:.2f} images/s = {rate / result['loop']['images_per_s']:.2f}x the loop")
+        result["ray"][str(cpus)] = {
+            "seconds": round(wall, 2),
+            "images_per_s": round(rate, 2),
+            "ratio_vs_loop": round(rate / result["loop"]["images_per_s"], 2),
+            "stage_seconds": summary["seconds"],
+        }
+        print(
+            f"ray, {cpus} CPU: {wall:.1f} s = {rate:.2f} images/s = {rate / result['loop']['images_per_s']:.2f}x the loop"
+        )
     write_result(args.out, result)
     print(json.dumps({k: result[k] for k in ("loop", "ray")}, indent=2))
 

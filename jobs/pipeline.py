@@ -31,33 +31,85 @@ def _pool(text: str) -> tuple[int, int]:
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     d = PipelineConfig()
     t = d.detector_train
-    p = argparse.ArgumentParser(description="abs-ray main job: detector → disentangle", add_help=add_help)
-    p.add_argument("--data", default=None, help="data set URI (local folder or s3://...); default: the embedded demo")
+    p = argparse.ArgumentParser(
+        description="abs-ray main job: detector → disentangle", add_help=add_help
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="data set URI (local folder or s3://...); default: the embedded demo",
+    )
     p.add_argument("--out", default=d.out, help="output URI (local folder or s3://bucket/prefix)")
-    p.add_argument("--stages", default=",".join(d.stages), help=f"comma-separated, from: {', '.join(STAGES)}")
-    p.add_argument("--resume", action="store_true", help="skip ids already written; reuse a trained detector")
-    p.add_argument("--address", default=None, help="Ray address (default: the job's cluster, else a new local one)")
+    p.add_argument(
+        "--stages", default=",".join(d.stages), help=f"comma-separated, from: {', '.join(STAGES)}"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="skip ids already written; reuse a trained detector"
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray address (default: the job's cluster, else a new local one)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
 
     g = p.add_argument_group("detector")
-    g.add_argument("--detector-checkpoint", default=None, help="use this detector checkpoint (any URI) instead of training")
-    g.add_argument("--detector", default=t.detector, help="backbone name (efficientnet_lite0, efficientnet_b0, resnet50, test_tiny)")
+    g.add_argument(
+        "--detector-checkpoint",
+        default=None,
+        help="use this detector checkpoint (any URI) instead of training",
+    )
+    g.add_argument(
+        "--detector",
+        default=t.detector,
+        help="backbone name (efficientnet_lite0, efficientnet_b0, resnet50, test_tiny)",
+    )
     g.add_argument("--image-size", type=int, default=t.image_size)
-    g.add_argument("--grid", type=int, default=t.grid, help="patches per side G (must divide the image size)")
-    g.add_argument("--labels", default=None, help="patch labels: an info,mask CSV URI (default: the data set's masks)")
+    g.add_argument(
+        "--grid", type=int, default=t.grid, help="patches per side G (must divide the image size)"
+    )
+    g.add_argument(
+        "--labels",
+        default=None,
+        help="patch labels: an info,mask CSV URI (default: the data set's masks)",
+    )
     g.add_argument("--num-labelled", type=int, default=t.num_labelled)
     g.add_argument("--coverage-threshold", type=float, default=t.coverage_threshold)
     g.add_argument("--epochs", type=int, default=t.epochs)
-    g.add_argument("--unfreeze-backbone", action="store_true", help="fine-tune the backbone too (use a GPU)")
+    g.add_argument(
+        "--unfreeze-backbone", action="store_true", help="fine-tune the backbone too (use a GPU)"
+    )
 
     g = p.add_argument_group("disentangle")
-    g.add_argument("--inpainter", default=d.inpainter, help="patchmatch, telea, gray, mean, noise, patch_scramble, torchscript")
-    g.add_argument("--inpainter-arg", action="append", default=[], metavar="KEY=VALUE", help="inpainter argument (repeatable), e.g. dilate=3 or uri=s3://b/lama.pt")
-    g.add_argument("--tight", type=float, default=None, help="tight-mask threshold (default: the detector's)")
-    g.add_argument("--loose", type=float, default=None, help="loose-mask threshold (default: the detector's)")
+    g.add_argument(
+        "--mask-source",
+        choices=("detector", "truth"),
+        default=d.mask_source,
+        help="truth: the data set's own masks (the oracle upper bound)",
+    )
+    g.add_argument(
+        "--inpainter",
+        default=d.inpainter,
+        help="patchmatch, telea, gray, mean, noise, patch_scramble, torchscript",
+    )
+    g.add_argument(
+        "--inpainter-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="inpainter argument (repeatable), e.g. dilate=3 or uri=s3://b/lama.pt",
+    )
+    g.add_argument(
+        "--tight", type=float, default=None, help="tight-mask threshold (default: the detector's)"
+    )
+    g.add_argument(
+        "--loose", type=float, default=None, help="loose-mask threshold (default: the detector's)"
+    )
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, ...")
     for stage, pool in (("detect", d.detect), ("inpaint", d.inpaint)):
-        g.add_argument(f"--{stage}-pool", type=_pool, default=(pool.min_size, pool.max_size), metavar="MIN,MAX")
+        g.add_argument(
+            f"--{stage}-pool", type=_pool, default=(pool.min_size, pool.max_size), metavar="MIN,MAX"
+        )
         g.add_argument(f"--{stage}-batch-size", type=int, default=pool.batch_size)
         g.add_argument(f"--{stage}-num-cpus", type=float, default=pool.num_cpus)
         g.add_argument(f"--{stage}-num-gpus", type=float, default=None)
@@ -109,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         resume=args.resume,
         detector_checkpoint=args.detector_checkpoint,
         detector_train=train,
+        mask_source=args.mask_source,
         inpainter=args.inpainter,
         inpainter_kwargs=_kwargs(args.inpainter_arg),
         tight=args.tight,
@@ -127,7 +180,9 @@ def main(cfg: PipelineConfig) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = get_args_parser().parse_args()
     try:
         cfg = config_from_args(args)

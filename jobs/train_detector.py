@@ -74,6 +74,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--plateau-factor", type=float, default=d.plateau_factor)
     p.add_argument("--plateau-patience", type=int, default=d.plateau_patience)
     p.add_argument("--early-stop-patience", type=int, default=d.early_stop_patience)
+    p.add_argument(
+        "--max-train-seconds",
+        type=float,
+        default=d.max_train_seconds,
+        help="stop training after this many seconds (best epoch kept)",
+    )
     p.add_argument("--max-shift-patches", type=int, default=a.max_shift_patches)
     p.add_argument("--shift-fill", default=a.shift_fill, choices=("wrap", "zeros"))
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")

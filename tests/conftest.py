@@ -152,13 +152,27 @@ def ray_cluster(tmp_path_factory):
     log = open(tmp_path_factory.mktemp("ray") / "ray-start.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            exe, "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0",
-            "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats",
+            exe,
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--disable-usage-stats",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # A job's entrypoint `python` must be this environment's, as after `source .venv/bin/activate`.
+        env={
+            **os.environ,
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+        },
     )
     info = {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}"}
     try:

@@ -13,22 +13,49 @@ import torch
 
 from abs_ray.data import SyntheticConfig, load_dataset, write_synthetic
 from abs_ray.errors import ConfigError, LayoutError, StorageAccessError, StorageNotFoundError
-from abs_ray.io import S3Options, decode_image, delete, join, list_files, read_bytes, read_text, write_bytes
+from abs_ray.io import (
+    S3Options,
+    decode_image,
+    delete,
+    join,
+    list_files,
+    read_bytes,
+    read_text,
+    write_bytes,
+)
 from abs_ray.models.detector_train import DetectorTrainConfig
-from abs_ray.pipeline import PipelineConfig, read_disentangled, run
+from abs_ray.pipeline import PipelineConfig, PoolConfig, read_disentangled, run
 from abs_ray.stages.sink import read_ids
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SyntheticConfig(n_train=16, n_val=4, n_test=8, size=32, seed=1)
 N = SMALL.n_train + SMALL.n_val + SMALL.n_test
 TINY_TRAIN = DetectorTrainConfig(
-    detector="test_tiny", weights=None, image_size=32, grid=8, epochs=3, num_labelled=12,
-    eval_max=8, sheet_samples=4, num_workers=2, device="cpu",
+    detector="test_tiny",
+    weights=None,
+    image_size=32,
+    grid=8,
+    epochs=3,
+    num_labelled=12,
+    eval_max=8,
+    sheet_samples=4,
+    num_workers=2,
+    device="cpu",
 )
 
 
 def _cfg(data, out, **kw):
-    return PipelineConfig(data=data, out=out, detector_train=TINY_TRAIN, inpainter="telea", preview_samples=4, **kw)
+    # Small load batches: several blocks, so several output shards (resume has something to lose).
+    return PipelineConfig(
+        data=data,
+        out=out,
+        detector_train=TINY_TRAIN,
+        inpainter="telea",
+        preview_samples=4,
+        load=PoolConfig(batch_size=8, num_cpus=0.25),
+        rows_per_file=6,
+        **kw,
+    )
 
 
 def _damage(data_uri, s3=None):
@@ -40,7 +67,9 @@ def _damage(data_uri, s3=None):
     png = read_bytes(short, s3)
     write_bytes(short, png[: len(png) // 2], s3)
     write_bytes(empty, b"", s3)
-    return dict(zip(test_ids, ["NotAnImageError", "TruncatedImageError", "EmptyImageError"], strict=True))
+    return dict(
+        zip(test_ids, ["NotAnImageError", "TruncatedImageError", "EmptyImageError"], strict=True)
+    )
 
 
 def _check_outputs(out, damaged, s3=None):
@@ -52,12 +81,27 @@ def _check_outputs(out, damaged, s3=None):
     assert dict(zip(errors["id"], errors["error_type"], strict=True)) == damaged
     assert set(errors["stage"]) == {"load"} and all(errors["message"].str.len() > 0)
     rows = read_disentangled(out, s3)
-    assert len(rows) == N - len(damaged) and rows["id"].is_unique and not set(rows["id"]) & set(damaged)
+    assert (
+        len(rows) == N - len(damaged)
+        and rows["id"].is_unique
+        and not set(rows["id"]) & set(damaged)
+    )
     # Readable by Ray Data, with the columns the training job reads.
     fs, path = __import__("abs_ray.io", fromlist=["resolve"]).resolve(join(out, "data"), s3)
     ds = ray.data.read_parquet(path, filesystem=fs)
     assert ds.count() == N - len(damaged)
-    assert {"id", "image_uri", "label", "split", "group", "foreground_png", "background_png", "patch_prob", "detector", "code_version"} <= set(ds.schema().names)
+    assert {
+        "id",
+        "image_uri",
+        "label",
+        "split",
+        "group",
+        "foreground_png",
+        "background_png",
+        "patch_prob",
+        "detector",
+        "code_version",
+    } <= set(ds.schema().names)
     fg = decode_image(rows["foreground_png"].iloc[0], alpha=True)
     bg = decode_image(rows["background_png"].iloc[0])
     assert fg.shape == (32, 32, 4) and bg.shape == (32, 32, 3)
@@ -74,7 +118,9 @@ def read_disentangled_errors(out, s3=None):
     import pyarrow.parquet as pq
 
     files = list_files(join(out, "errors"), suffixes=[".parquet"], s3=s3)
-    return pd.concat([pq.read_table(io.BytesIO(read_bytes(f, s3))).to_pandas() for f in files], ignore_index=True)
+    return pd.concat(
+        [pq.read_table(io.BytesIO(read_bytes(f, s3))).to_pandas() for f in files], ignore_index=True
+    )
 
 
 def test_local_end_to_end_rerun_and_resume(ray_cluster, tmp_path):
@@ -83,7 +129,13 @@ def test_local_end_to_end_rerun_and_resume(ray_cluster, tmp_path):
     damaged = _damage(data)
     run(_cfg(data, out))
     summary = _check_outputs(out, damaged)
-    assert summary["images_per_s"]["disentangle"] > 0 and set(summary["seconds"]) >= {"detector", "load", "detect", "inpaint", "encode"}
+    assert summary["images_per_s"]["disentangle"] > 0 and set(summary["seconds"]) >= {
+        "detector",
+        "load",
+        "detect",
+        "inpaint",
+        "encode",
+    }
     metrics = json.loads(read_text(join(out, "detector", "metrics.json")))
     assert 0.0 <= metrics["held_out"]["balanced_patch_accuracy"] <= 1.0
 
@@ -125,10 +177,23 @@ def test_stage_classes_agree_with_the_single_image_path(tmp_path):
     ckpt = str(tmp_path / "d.pt")
     save_detector(model, ckpt)
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    batch = {"image_uri": np.array(["a", "b", "c"]), "image": images,
-             "error_stage": np.array([""] * 3, object), "error_type": np.array([""] * 3, object), "error_message": np.array([""] * 3, object)}
-    out = InpaintBackgrounds("telea", tight=0.5, loose=0.9, device="cpu")(DetectPatches(ckpt, device="cpu")(batch))
-    ref = disentangle(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, model, create_inpainter("telea"), 0.5, 0.9)
+    batch = {
+        "image_uri": np.array(["a", "b", "c"]),
+        "image": images,
+        "error_stage": np.array([""] * 3, object),
+        "error_type": np.array([""] * 3, object),
+        "error_message": np.array([""] * 3, object),
+    }
+    out = InpaintBackgrounds("telea", tight=0.5, loose=0.9, device="cpu")(
+        DetectPatches(ckpt, device="cpu")(batch)
+    )
+    ref = disentangle(
+        torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255,
+        model,
+        create_inpainter("telea"),
+        0.5,
+        0.9,
+    )
     np.testing.assert_allclose(out["prob"], ref.prob.numpy(), atol=1e-6)
     np.testing.assert_array_equal(out["alpha"], (ref.alpha[:, 0] * 255).round().byte().numpy())
     expected_bg = (ref.background * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
@@ -138,9 +203,14 @@ def test_stage_classes_agree_with_the_single_image_path(tmp_path):
 def test_a_failing_row_does_not_fail_its_batch(tmp_path):
     from abs_ray.stages.disentangle import InpaintBackgrounds
 
-    batch = {"image_uri": np.array(["a", "b"]), "image": np.zeros((2, 16, 16, 3), np.uint8),
-             "prob": np.stack([np.zeros((4, 4), np.float32), np.full((4, 4), np.nan, np.float32)]),
-             "error_stage": np.array(["", ""], object), "error_type": np.array(["", ""], object), "error_message": np.array(["", ""], object)}
+    batch = {
+        "image_uri": np.array(["a", "b"]),
+        "image": np.zeros((2, 16, 16, 3), np.uint8),
+        "prob": np.stack([np.zeros((4, 4), np.float32), np.full((4, 4), np.nan, np.float32)]),
+        "error_stage": np.array(["", ""], object),
+        "error_type": np.array(["", ""], object),
+        "error_message": np.array(["", ""], object),
+    }
     stage = InpaintBackgrounds("gray", inpainter_kwargs={"all_hole": "raise"}, device="cpu")
     out = stage(batch)
     # Row a: P(background)=0 everywhere → the whole image is hole → AllHoleError for that row only.
@@ -196,13 +266,54 @@ def test_ray_job_submit(ray_cluster, tmp_path):
     write_synthetic(data, SMALL)
     ray_exe = os.path.join(os.path.dirname(sys.executable), "ray")
     cmd = [
-        ray_exe, "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
-        "python", "jobs/pipeline.py", "--data", data, "--out", out, "--detector", "test_tiny",
-        "--image-size", "32", "--grid", "8", "--epochs", "2", "--num-labelled", "12",
-        "--inpainter", "gray", "--preview-samples", "0",
+        ray_exe,
+        "job",
+        "submit",
+        "--address",
+        ray_cluster["dashboard"],
+        "--working-dir",
+        str(REPO),
+        "--",
+        "python",
+        "jobs/pipeline.py",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--detector",
+        "test_tiny",
+        "--image-size",
+        "32",
+        "--grid",
+        "8",
+        "--epochs",
+        "2",
+        "--num-labelled",
+        "12",
+        "--inpainter",
+        "gray",
+        "--preview-samples",
+        "0",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=480, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
     summary = json.loads(read_text(join(out, "manifest.json")))
     assert summary["counts"] == {"input": N, "ok": N, "errors": 0}
+
+
+def test_truth_masks_oracle(ray_cluster, tmp_path):
+    """mask_source='truth': alpha is the data set's mask exactly; no detector is trained."""
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    manifest = write_synthetic(data, SMALL)
+    summary = run(_cfg(data, out, stages=("disentangle",), mask_source="truth"))
+    assert (
+        summary["counts"] == {"input": N, "ok": N, "errors": 0}
+        and summary["detector_checkpoint"] is None
+    )
+    rows = read_disentangled(out).set_index("id")
+    for row_id in manifest["id"][:5]:
+        alpha = decode_image(rows.loc[row_id, "foreground_png"], alpha=True)[..., 3]
+        truth = decode_image(read_bytes(manifest.set_index("id").loc[row_id, "mask_uri"]))[..., 0]
+        np.testing.assert_array_equal(alpha > 127, truth > 127)
+    assert set(rows["detector"]) == {"truth"}

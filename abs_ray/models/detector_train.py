@@ -52,7 +52,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from abs_ray.errors import ConfigError, DatasetError
+from abs_ray.errors import ConfigError, DatasetError, ImageDecodeError, StorageError
 from abs_ray.io import (
     S3Options,
     decode_image,
@@ -71,6 +71,7 @@ from abs_ray.ops.patches import mask_to_patch_labels, upsample_patch_grid
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "IOU_REPORT_THRESHOLDS",
     "AugmentConfig",
     "AugmentParams",
     "DetectorTrainConfig",
@@ -88,6 +89,8 @@ __all__ = [
 ]
 
 _SHIFT_FILLS = ("wrap", "zeros")
+#: Tight thresholds at which :func:`evaluate_detector` also reports mask IoU.
+IOU_REPORT_THRESHOLDS: tuple[float, ...] = (0.33, 0.5)
 
 
 def _number(name: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
@@ -407,8 +410,12 @@ def load_labelled_images(
     coverage_threshold: float = 0.25,
     s3: S3Options | None = None,
     num_workers: int = 8,
+    skip_unreadable: bool = True,
 ) -> LabelledImages:
     """Read and resize the images of ``manifest`` and give each a patch-label grid.
+
+    One unreadable image (corrupt, truncated, missing, mask of the wrong size) never stops a
+    run: it is logged and left out (``skip_unreadable=False`` raises instead).
 
     Images (and masks) are resized to ``image_size x image_size`` (bilinear, antialiased),
     as the detector sees them. A mask is resized as a soft coverage map; the true mask is
@@ -424,6 +431,7 @@ def load_labelled_images(
             ``(0, 1]`` (used when ``labels`` is None).
         s3: S3 settings; default from the environment.
         num_workers: parallel reads.
+        skip_unreadable: leave out (and log) images that cannot be read instead of raising.
 
     Returns:
         :class:`LabelledImages` in manifest order; ``masks`` set when every row has one.
@@ -451,8 +459,22 @@ def load_labelled_images(
         missing = [i for i, _, _ in rows if i not in labels]
         if missing:
             raise DatasetError(f"{len(missing)} images have no patch label (first: {missing[:3]})")
+
+    def load(row: tuple[str, str, str | None]):
+        try:
+            return _load_row(row[1], row[2], image_size, s3)
+        except (ImageDecodeError, StorageError, DatasetError) as exc:
+            if not skip_unreadable:
+                raise
+            logger.warning("skipping labelled image %s: %s: %s", row[0], type(exc).__name__, exc)
+            return None
+
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        loaded = list(pool.map(lambda r: _load_row(r[1], r[2], image_size, s3), rows))
+        results = list(pool.map(load, rows))
+    rows = [r for r, res in zip(rows, results, strict=True) if res is not None]
+    loaded = [res for res in results if res is not None]
+    if not loaded:
+        raise DatasetError(f"none of the {len(results)} labelled images could be read")
     images = torch.stack([img for img, _ in loaded])
     have_masks = all(m is not None for _, m in loaded)
     soft = torch.stack([m for _, m in loaded]) if have_masks else None
@@ -605,6 +627,9 @@ class DetectorTrainConfig:
         plateau_patience: ReduceLROnPlateau patience, in epochs.
         early_stop_patience: stop after this many epochs without a better val balanced patch
             accuracy; the best epoch's weights are kept.
+        max_train_seconds: stop after the epoch during which training (feature caching
+            included) passed this many seconds, keeping the best epoch; None = no limit. For
+            CPU runs on shared machines.
         augment: the :class:`AugmentConfig`.
         tight: tight-mask threshold (IoU is measured on ``p < tight``; paper 0.33 Waterbirds).
         loose: loose-mask threshold stored with the detector.
@@ -647,6 +672,7 @@ class DetectorTrainConfig:
     plateau_factor: float = 0.3
     plateau_patience: int = 20
     early_stop_patience: int = 60
+    max_train_seconds: float | None = None
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     tight: float = 0.5
     loose: float = 0.9
@@ -693,6 +719,8 @@ class DetectorTrainConfig:
         for name in ("num_labelled", "eval_max"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 2 if name == "num_labelled" else 1)
+        if self.max_train_seconds is not None:
+            _number("max_train_seconds", self.max_train_seconds, 0.0, 1e9, low_open=True)
         if not isinstance(self.augment, AugmentConfig):
             raise ConfigError(
                 f"augment must be an AugmentConfig, got {type(self.augment).__name__}"
@@ -729,6 +757,7 @@ class FitResult:
         history: one dict per epoch: ``epoch``, ``loss``, ``val_loss``,
             ``val_balanced_accuracy``, ``lr``, ``seconds``.
         feature_seconds: time spent precomputing cached features (0 without a cache).
+        stopped_by: ``"epochs"``, ``"early_stop"`` or ``"time_budget"``.
     """
 
     best_epoch: int
@@ -736,6 +765,7 @@ class FitResult:
     epochs_run: int
     history: list[dict[str, float]]
     feature_seconds: float = 0.0
+    stopped_by: str = "epochs"
 
 
 def _as_float(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -848,6 +878,7 @@ def fit_detector(
         pos_weight = torch.tensor(max(1.0 - bg, 1e-3) / max(bg, 1e-3), device=device)
         logger.info("balanced loss: background fraction %.3f, pos_weight %.3f", bg, pos_weight)
 
+    t_begin = time.perf_counter()
     cached = cfg.freeze_backbone and cfg.feature_cache_views > 0
     train_feats = train_labels = val_feats = None
     feature_seconds = 0.0
@@ -875,6 +906,7 @@ def fit_detector(
         )
 
     best_score, best_epoch, best_state = -1.0, 0, None
+    stopped_by = "epochs"
     history: list[dict[str, float]] = []
     n = len(train)
     for epoch in range(1, cfg.epochs + 1):
@@ -930,6 +962,19 @@ def fit_detector(
             )
         if epoch - best_epoch >= cfg.early_stop_patience:
             logger.info("early stop at epoch %d (best %d)", epoch, best_epoch)
+            stopped_by = "early_stop"
+            break
+        if (
+            cfg.max_train_seconds is not None
+            and time.perf_counter() - t_begin > cfg.max_train_seconds
+        ):
+            logger.info(
+                "time budget of %.0f s reached at epoch %d (best %d)",
+                cfg.max_train_seconds,
+                epoch,
+                best_epoch,
+            )
+            stopped_by = "time_budget"
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -940,6 +985,7 @@ def fit_detector(
         epochs_run=len(history),
         history=history,
         feature_seconds=feature_seconds,
+        stopped_by=stopped_by,
     )
 
 
@@ -985,8 +1031,10 @@ def evaluate_detector(
 
     Returns:
         ``{"n": N, "balanced_patch_accuracy": ..., "patch_accuracy": ...}`` plus
-        ``"mask_iou"`` (mean over images) and ``"mask_iou_median"`` when ``data.masks``
-        exists. Balanced accuracy pools all patches; positives are background patches.
+        ``"mask_iou"`` (mean over images), ``"mask_iou_median"`` and ``"mask_iou_at_<t>"``
+        for each ``t`` in :data:`IOU_REPORT_THRESHOLDS` when ``data.masks`` exists. Balanced
+        accuracy pools all patches (positives = background patches, predicted at
+        ``p >= 0.5``).
 
     Raises:
         ConfigError: empty data.
@@ -1008,6 +1056,9 @@ def evaluate_detector(
         iou = mask_iou(pred_fg, data.masks)
         out["mask_iou"] = float(iou.mean())
         out["mask_iou_median"] = float(iou.median())
+        for t in IOU_REPORT_THRESHOLDS:  # the paper's Waterbirds and default tight thresholds
+            fg = upsample_patch_grid((prob < t).float(), (s, s)) > 0.5
+            out[f"mask_iou_at_{t:g}"] = float(mask_iou(fg, data.masks).mean())
     return out
 
 
@@ -1194,6 +1245,7 @@ def train_detector(
         "val": evaluate_detector(model, val, device, cfg.eval_batch_size),
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
+        "stopped_by": fit.stopped_by,
     }
     if held is not None:
         metrics["held_out"] = evaluate_detector(model, held, device, cfg.eval_batch_size)

@@ -22,11 +22,9 @@ import torch
 
 from abs_ray.errors import AbsRayError
 from abs_ray.io import S3Options, encode_png
+from abs_ray.stages.load import TIMING_PREFIX
 
 logger = logging.getLogger(__name__)
-
-#: Per-row seconds spent in each stage (batch time / batch size), summed by the writer.
-TIMING_PREFIX = "t_"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -72,7 +70,9 @@ def _run_rows(
 
 def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, H, W, 3) uint8 → (B, 3, H, W) float in [0, 1] on ``device``."""
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
+    return (
+        torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
+    )
 
 
 class DetectPatches:
@@ -107,6 +107,32 @@ class DetectPatches:
         return batch
 
 
+def masks_from_truth(batch: dict[str, np.ndarray], grid: int) -> dict[str, np.ndarray]:
+    """Task stage for ``mask_source="truth"`` (the oracle): true masks instead of a detector.
+
+    Adds ``prob`` (B, G, G) = 1 − foreground coverage per patch (so outputs keep one schema);
+    rows without a ``mask_uri`` fail with a :class:`~abs_ray.errors.DatasetError`.
+    :class:`InpaintBackgrounds` then uses the pixel ``mask`` as the tight alpha and the hole.
+    """
+    from abs_ray.errors import DatasetError
+    from abs_ray.ops import patch_coverage
+
+    n = len(batch["image_uri"])
+    prob = np.ones((n, grid, grid), np.float32)
+    uris = batch.get("mask_uri", np.full(n, None, dtype=object))
+
+    def cover(rows: np.ndarray) -> None:
+        for i in rows:
+            if not isinstance(uris[i], str) or not uris[i]:
+                raise DatasetError("no true mask (mask_uri) for this image")
+        mask = torch.from_numpy(np.ascontiguousarray(batch["mask"][rows])).float().div_(255)
+        prob[rows] = (1 - patch_coverage(mask, grid)).numpy()
+
+    batch = _run_rows(dict(batch), "truth", cover)
+    batch["prob"] = prob
+    return batch
+
+
 class InpaintBackgrounds:
     """Actor stage: images + patch grids → tight alpha and the inpainted background.
 
@@ -117,7 +143,9 @@ class InpaintBackgrounds:
         loose: ``P(background)`` below which a patch is removed and inpainted.
         device: ``"auto"``, ``"cpu"``, ...
 
-    Adds ``alpha`` (B, H, W) uint8 in {0, 255} and ``background`` (B, H, W, 3) uint8.
+    Adds ``alpha`` (B, H, W) uint8 in {0, 255} and ``background`` (B, H, W, 3) uint8. When the
+    batch carries a true pixel ``mask`` (B, H, W) uint8 (``mask_source="truth"``), it is used
+    as the tight alpha and as the hole instead of the thresholded patch grid.
     """
 
     def __init__(
@@ -148,11 +176,24 @@ class InpaintBackgrounds:
         def inpaint(rows: np.ndarray) -> None:
             with torch.inference_mode():
                 x = _to_tensor(images[rows], self.device)
-                prob = torch.from_numpy(np.ascontiguousarray(batch["prob"][rows])).to(self.device)
-                tight, loose = masks_from_background_prob(prob, (h, w), tight=self.tight, loose=self.loose)
+                if "mask" in batch:  # true masks (oracle): the pixel mask is alpha and hole
+                    tight = torch.from_numpy(np.ascontiguousarray(batch["mask"][rows])).to(
+                        self.device
+                    )
+                    tight = (tight[:, None] > 127).float()
+                    loose = tight
+                else:
+                    prob = torch.from_numpy(np.ascontiguousarray(batch["prob"][rows])).to(
+                        self.device
+                    )
+                    tight, loose = masks_from_background_prob(
+                        prob, (h, w), tight=self.tight, loose=self.loose
+                    )
                 bg = self.inpainter(x, loose)
             alpha[rows] = (tight[:, 0] * 255).round().byte().cpu().numpy()
-            background[rows] = (bg * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+            background[rows] = (
+                (bg * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+            )
 
         batch = _run_rows(dict(batch), "inpaint", inpaint)
         batch["alpha"], batch["background"] = alpha, background

@@ -8,6 +8,7 @@ routes it to ``errors/``. (Ray's ``read_images`` fails the whole job on one bad 
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 from PIL import Image
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 #: Columns added to every row; ``error_type == ""`` means the row loaded.
 ERROR_COLUMNS = ("error_stage", "error_type", "error_message")
+#: Per-row seconds spent in a stage (batch time / batch size), summed by the writer.
+TIMING_PREFIX = "t_"
 
 
 class LoadImages:
@@ -68,6 +71,7 @@ class LoadImages:
         return np.where(out >= 128, 255, 0).astype(np.uint8) if mask else out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
         n = len(batch["image_uri"])
         h, w = self.size
         images = np.zeros((n, h, w, 3), np.uint8)
@@ -96,4 +100,5 @@ class LoadImages:
         if self.masks:
             out["mask"] = masks
         out["error_stage"], out["error_type"], out["error_message"] = stage, etype, emsg
+        out[TIMING_PREFIX + "load"] = np.full(n, (time.perf_counter() - start) / max(n, 1))
         return out

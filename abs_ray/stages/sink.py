@@ -36,15 +36,36 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def _strings(column) -> pa.Array:
+    """Any column as plain Arrow strings.
+
+    Ray Data may hand an object column back as its tensor extension type (seen for the error
+    message on re-runs); ``str`` of each element is what every reader expects.
+    """
+    return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+
+
+def _portable(table: pa.Table) -> pa.Table:
+    """Replace Ray's tensor extension columns by plain fixed-size lists (readable anywhere)."""
+    for i, name in enumerate(table.column_names):
+        col = table[name]
+        if isinstance(col.type, pa.ExtensionType) and col.num_chunks:
+            arr = np.asarray(col.combine_chunks().to_numpy(zero_copy_only=False))
+            arr = arr.reshape(len(arr), -1)
+            flat = pa.array(arr.ravel())
+            table = table.set_column(i, name, pa.FixedSizeListArray.from_arrays(flat, arr.shape[1]))
+    return table
+
+
 def error_table(table: pa.Table) -> pa.Table:
     """The ``errors/`` records of a block's failed rows (all columns strings)."""
     return pa.table(
         {
-            "id": table["id"].cast(pa.string()),
-            "uri": table["image_uri"].cast(pa.string()),
-            "stage": table["error_stage"].cast(pa.string()),
-            "error_type": table["error_type"].cast(pa.string()),
-            "message": table["error_message"].cast(pa.string()),
+            "id": _strings(table["id"]),
+            "uri": _strings(table["image_uri"]),
+            "stage": _strings(table["error_stage"]),
+            "error_type": _strings(table["error_type"]),
+            "message": _strings(table["error_message"]),
         }
     )
 
@@ -60,13 +81,21 @@ class SplitParquetSink(Datasink):
         out: output URI (local folder or ``s3://``).
         s3: S3 settings.
         constant_columns: columns added to every good row (e.g. detector and code version).
+        rows_per_file: most rows in one Parquet file; each file is the unit a resume skips.
 
     Each write task returns ``{"ok": n, "errors": n, "seconds": {stage: sum}}``; the totals
     are in :attr:`result` after the write.
     """
 
-    def __init__(self, out: str, s3: S3Options | None = None, constant_columns: dict[str, str] | None = None):
+    def __init__(
+        self,
+        out: str,
+        s3: S3Options | None = None,
+        constant_columns: dict[str, str] | None = None,
+        rows_per_file: int = 512,
+    ):
         self.out = out
+        self.rows_per_file = max(1, int(rows_per_file))
         self.s3 = s3
         self.constant_columns = dict(constant_columns or {})
         self.run_id = uuid.uuid4().hex[:12]
@@ -81,20 +110,31 @@ class SplitParquetSink(Datasink):
         table = pa.concat_tables(tables, promote_options="default")
         for name in table.column_names:
             if name.startswith(TIMING_PREFIX):
-                stats["seconds"][name[len(TIMING_PREFIX) :]] = float(pc.sum(table[name]).as_py() or 0.0)
-        failed = pc.not_equal(table["error_type"].cast(pa.string()), "")
+                stats["seconds"][name[len(TIMING_PREFIX) :]] = float(
+                    pc.sum(table[name]).as_py() or 0.0
+                )
+        failed = pc.not_equal(_strings(table["error_type"]), "")
         bad, good = table.filter(failed), table.filter(pc.invert(failed))
-        name = f"{self.run_id}-{ctx.task_idx:06d}-{uuid.uuid4().hex[:8]}.parquet"
         if good.num_rows:
-            keep = [c for c in good.column_names if not c.startswith(TIMING_PREFIX) and c not in _INTERNAL]
-            good = good.select(keep)
+            keep = [
+                c
+                for c in good.column_names
+                if not c.startswith(TIMING_PREFIX) and c not in _INTERNAL
+            ]
+            good = _portable(good.select(keep))
             for key, value in self.constant_columns.items():
                 good = good.append_column(key, pa.array([value] * good.num_rows, pa.string()))
-            write_bytes(join(self.out, "data", name), _parquet_bytes(good), self.s3)
+            self._write_files("data", good, ctx.task_idx)
         if bad.num_rows:
-            write_bytes(join(self.out, "errors", name), _parquet_bytes(error_table(bad)), self.s3)
+            self._write_files("errors", error_table(bad), ctx.task_idx)
         stats["ok"], stats["errors"] = good.num_rows, bad.num_rows
         return stats
+
+    def _write_files(self, folder: str, table: pa.Table, task_idx: int) -> None:
+        for part, start in enumerate(range(0, table.num_rows, self.rows_per_file)):
+            name = f"{self.run_id}-{task_idx:06d}-{part:04d}-{uuid.uuid4().hex[:6]}.parquet"
+            chunk = table.slice(start, self.rows_per_file)
+            write_bytes(join(self.out, folder, name), _parquet_bytes(chunk), self.s3)
 
     def on_write_complete(self, write_result) -> None:
         for r in write_result.write_returns:
@@ -119,11 +159,15 @@ def read_ids(folder: str, s3: S3Options | None = None, drop_unreadable: bool = T
     ids: list[str] = []
     for uri in files:
         try:
-            ids.extend(pq.read_table(io.BytesIO(read_bytes(uri, s3)), columns=["id"])["id"].to_pylist())
+            ids.extend(
+                pq.read_table(io.BytesIO(read_bytes(uri, s3)), columns=["id"])["id"].to_pylist()
+            )
         except (pa.ArrowException, OSError) as exc:
             if not drop_unreadable:
                 raise
-            logger.warning("dropping unreadable output file %s (%s); its rows will be redone", uri, exc)
+            logger.warning(
+                "dropping unreadable output file %s (%s); its rows will be redone", uri, exc
+            )
             delete(uri, s3)
     return ids
 

@@ -31,6 +31,15 @@ GEOMETRY_ONLY = dataclasses.replace(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and spinning ones slow shared cores."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """A small synthetic data set with exact masks: 64 train, 8 val, 32 test at 64 px."""
@@ -181,9 +190,12 @@ def test_training_from_csv_with_frozen_cached_backbone_on_s3(synthetic, bucket):
     train_rows = manifest[manifest["split"] == "train"].head(24)
     fg = load_labelled_images(train_rows, image_size=64, grid=8).labels
     csv_uri = f"{bucket}/labels/patches.csv"
-    write_text(csv_uri, format_patch_label_csv(
-        [PatchLabel(i, g) for i, g in zip(train_rows["id"], fg, strict=True)]
-    ))
+    write_text(
+        csv_uri,
+        format_patch_label_csv(
+            [PatchLabel(i, g) for i, g in zip(train_rows["id"], fg, strict=True)]
+        ),
+    )
     cfg = _tiny_cfg(
         f"{bucket}/runs/tiny",
         labels_csv=csv_uri,

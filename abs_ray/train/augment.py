@@ -1,0 +1,278 @@
+"""The training-time augmentation, on the worker's device: background swap, then crop and flip.
+
+For ``abs``/``oracle`` every sample, every time it is drawn (with probability ``swap_prob``),
+gets its tight foreground pasted, randomly scaled/rotated/shifted, on a background drawn
+class-uniformly from a :class:`BackgroundBank` (the current batch's inpainted backgrounds plus
+recent batches'), via :func:`abs_ray.ops.sample_swap_params` and
+:func:`abs_ray.ops.swap_backgrounds`. Then, for every method, RandomResizedCrop (area
+``crop_scale``, aspect 3/4-4/3) back to the input size and a horizontal flip, as in the paper.
+
+Randomness is kept apart from application: :func:`sample_crop_params` draws boxes and flips
+from an explicit generator; :func:`apply_crop` applies them.
+
+Example:
+    >>> images = torch.rand(2, 3, 16, 16)
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> crop = sample_crop_params(2, 16, 16, (0.7, 1.0), True, gen)
+    >>> apply_crop(images, crop, 16).shape
+    torch.Size([2, 3, 16, 16])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from kornia.geometry.transform import crop_and_resize
+
+from abs_ray.errors import ConfigError
+from abs_ray.ops import SwapConfig, SwapParams, sample_swap_params, swap_backgrounds
+
+__all__ = [
+    "BackgroundBank",
+    "CropParams",
+    "apply_crop",
+    "sample_crop_params",
+    "sample_grid",
+    "swap_batch",
+    "to_float",
+]
+
+_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W, C)`` uint8 → ``(B, C, H, W)`` float in ``[0, 1]`` on the same device.
+
+    >>> to_float(torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)).shape
+    torch.Size([1, 3, 2, 2])
+    """
+    if images_u8.ndim == 3:
+        images_u8 = images_u8.unsqueeze(-1)
+    return images_u8.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class BackgroundBank:
+    """A ring buffer of recent backgrounds (uint8, on one device) and their class labels.
+
+    Storing uint8 keeps 256 backgrounds at 224 px under 40 MB; only the drawn ones are
+    converted to float.
+
+    Args:
+        capacity: backgrounds kept, ``>= 1``.
+
+    Example:
+        >>> bank = BackgroundBank(3)
+        >>> bank.add(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]))
+        >>> bank.add(torch.ones(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([1, 1]))
+        >>> len(bank), bank.labels.tolist()
+        (3, [1, 1, 1])
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ConfigError(f"bank capacity must be an int >= 1, got {capacity!r}")
+        self.capacity = capacity
+        self._images: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+        self._next = 0
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, backgrounds: torch.Tensor, labels: torch.Tensor) -> None:
+        """Append a batch, overwriting the oldest entries when full.
+
+        Args:
+            backgrounds: ``(B, 3, H, W)`` uint8.
+            labels: ``(B,)`` integer class of each background's source image.
+
+        Raises:
+            ConfigError: wrong dtype/shape, or a size/device different from the bank's.
+        """
+        if backgrounds.dtype != torch.uint8 or backgrounds.ndim != 4:
+            raise ConfigError(
+                f"backgrounds must be (B, 3, H, W) uint8, got {tuple(backgrounds.shape)} "
+                f"{backgrounds.dtype}"
+            )
+        if labels.ndim != 1 or labels.shape[0] != backgrounds.shape[0]:
+            raise ConfigError(
+                f"labels must be (B,) with B = {backgrounds.shape[0]}, got {tuple(labels.shape)}"
+            )
+        if self._images is None:
+            self._images = torch.empty(
+                (self.capacity, *backgrounds.shape[1:]),
+                dtype=torch.uint8,
+                device=backgrounds.device,
+            )
+            self._labels = torch.empty(self.capacity, dtype=torch.long, device=labels.device)
+        elif backgrounds.shape[1:] != self._images.shape[1:]:
+            raise ConfigError(
+                f"background size {tuple(backgrounds.shape[1:])} differs from the bank's "
+                f"{tuple(self._images.shape[1:])}"
+            )
+        backgrounds, labels = backgrounds[-self.capacity :], labels[-self.capacity :]
+        n = backgrounds.shape[0]
+        slots = (self._next + torch.arange(n)) % self.capacity
+        slots = slots.to(self._images.device)
+        self._images[slots] = backgrounds
+        self._labels[slots] = labels.long().to(self._labels.device)
+        self._next = (self._next + n) % self.capacity
+        self._size = min(self.capacity, self._size + n)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """``(N, 3, H, W)`` uint8, ``N = len(self)``."""
+        if self._images is None:
+            raise ConfigError("the background bank is empty")
+        return self._images[: self._size]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``(N,)`` long class labels."""
+        if self._labels is None:
+            raise ConfigError("the background bank is empty")
+        return self._labels[: self._size]
+
+
+def swap_batch(
+    images: torch.Tensor,
+    alpha: torch.Tensor,
+    labels: torch.Tensor,
+    bank: BackgroundBank,
+    cfg: SwapConfig,
+    swap_prob: float = 1.0,
+    generator: torch.Generator | None = None,
+    feather_sigma: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, SwapParams]:
+    """Composite each sample's foreground on a background drawn class-uniformly from ``bank``.
+
+    Args:
+        images: ``(B, 3, H, W)`` float RGB in ``[0, 1]`` (the original images).
+        alpha: ``(B, 1, H, W)`` float tight foreground alpha in ``[0, 1]``.
+        labels: ``(B,)`` integer classes.
+        bank: backgrounds to draw from (on ``images``' device, same ``H, W``).
+        cfg: the swap transform ranges.
+        swap_prob: probability that a sample is swapped; the others are returned unchanged.
+        generator: source of randomness (CPU or the images' device).
+        feather_sigma: inward alpha feathering in pixels (0 = hard alpha).
+
+    Returns:
+        ``(out, swapped, params)``: ``(B, 3, H, W)`` float images, ``(B,)`` bool of the
+        samples swapped, and the :class:`~abs_ray.ops.SwapParams` drawn (``bg_index`` into
+        ``bank``).
+
+    Raises:
+        ConfigError: shape/dtype/device mismatches, an empty bank, ``swap_prob`` outside
+            ``[0, 1]``.
+    """
+    if not 0.0 <= swap_prob <= 1.0:
+        raise ConfigError(f"swap_prob must be in [0, 1], got {swap_prob!r}")
+    params = sample_swap_params(alpha, labels, bank.labels, cfg, generator)
+    device = images.device
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    coins = torch.rand(images.shape[0], generator=generator, device=gen_device).to(device)
+    swapped = coins < swap_prob
+    chosen = bank.images[params.bg_index].float().div_(255.0)
+    local = SwapParams(
+        bg_index=torch.arange(images.shape[0], device=device),
+        scale=params.scale,
+        angle=params.angle,
+        translate=params.translate,
+    )
+    composite, _ = swap_backgrounds(images, alpha, chosen, local, feather_sigma)
+    out = torch.where(swapped.view(-1, 1, 1, 1), composite, images)
+    return out, swapped, params
+
+
+@dataclass(frozen=True, eq=False)
+class CropParams:
+    """RandomResizedCrop boxes and flips for a batch.
+
+    Attributes:
+        boxes: ``(B, 4)`` float ``(x0, y0, x1, y1)`` inclusive pixel corners.
+        flip: ``(B,)`` bool, flip horizontally after cropping.
+    """
+
+    boxes: torch.Tensor
+    flip: torch.Tensor
+
+    @classmethod
+    def full(cls, batch: int, height: int, width: int) -> CropParams:
+        """The whole image, no flip: :func:`apply_crop` then only resizes."""
+        box = torch.tensor([0.0, 0.0, width - 1.0, height - 1.0])
+        return cls(boxes=box.repeat(batch, 1), flip=torch.zeros(batch, dtype=torch.bool))
+
+
+def sample_crop_params(
+    batch: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float] = (0.7, 1.0),
+    hflip: bool = True,
+    generator: torch.Generator | None = None,
+) -> CropParams:
+    """Draw RandomResizedCrop boxes (area fraction ``U(scale)``, log-uniform aspect 3/4-4/3,
+    clipped to the image) and horizontal flips (p = 0.5 when ``hflip``).
+
+    Returns:
+        :class:`CropParams` on CPU (or the generator's device).
+
+    Raises:
+        ConfigError: ``scale`` outside ``0 < low <= high <= 1``.
+    """
+    low, high = scale
+    if not 0.0 < low <= high <= 1.0:
+        raise ConfigError(f"crop scale must satisfy 0 < low <= high <= 1, got {scale!r}")
+    device = generator.device if generator is not None else torch.device("cpu")
+    draws = torch.rand((batch, 5), generator=generator, device=device, dtype=torch.float64)
+    area = (low + (high - low) * draws[:, 0]) * height * width
+    ratio = torch.exp(_LOG_RATIO[0] + (_LOG_RATIO[1] - _LOG_RATIO[0]) * draws[:, 1])
+    w = torch.sqrt(area * ratio).clamp(1.0, float(width))
+    h = torch.sqrt(area / ratio).clamp(1.0, float(height))
+    x0 = (width - w) * draws[:, 2]
+    y0 = (height - h) * draws[:, 3]
+    boxes = torch.stack([x0, y0, x0 + w - 1, y0 + h - 1], dim=1).float()
+    flip = (draws[:, 4] < 0.5) if hflip else torch.zeros(batch, dtype=torch.bool, device=device)
+    return CropParams(boxes=boxes, flip=flip)
+
+
+def apply_crop(images: torch.Tensor, params: CropParams, size: int) -> torch.Tensor:
+    """Crop each image to its box, resize to ``(size, size)`` (bilinear), flip where asked.
+
+    Args:
+        images: ``(B, C, H, W)`` float.
+        params: :class:`CropParams` for ``B`` samples (any device).
+        size: output side.
+
+    Returns:
+        ``(B, C, size, size)`` float on ``images``' device.
+    """
+    device = images.device
+    x0, y0, x1, y1 = params.boxes.to(device=device, dtype=images.dtype).unbind(dim=1)
+    corners = torch.stack(
+        [torch.stack(p, dim=1) for p in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))], dim=1
+    )
+    out = crop_and_resize(images, corners, (size, size), mode="bilinear", align_corners=True)
+    flip = params.flip.to(device).view(-1, 1, 1, 1)
+    return torch.where(flip, out.flip(-1), out)
+
+
+def sample_grid(rows: list[torch.Tensor], max_samples: int = 16) -> torch.Tensor:
+    """Tile image batches as a sheet: one row per batch, ``max_samples`` columns.
+
+    Args:
+        rows: batches ``(B, 3, H, W)`` float in ``[0, 1]`` of equal ``H, W``.
+        max_samples: columns.
+
+    Returns:
+        ``(rows * H, cols * W, 3)`` uint8 on CPU (ready for :func:`abs_ray.io.encode_png`).
+
+    >>> sample_grid([torch.zeros(3, 3, 4, 4), torch.ones(3, 3, 4, 4)], 2).shape
+    torch.Size([8, 8, 3])
+    """
+    strips = [torch.cat(list(r[:max_samples].detach().float().cpu()), dim=2) for r in rows]
+    sheet = torch.cat(strips, dim=1)
+    return (sheet.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).contiguous()
