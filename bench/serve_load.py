@@ -125,7 +125,8 @@ def main(args: argparse.Namespace) -> dict:
 
     levels = [int(c) for c in args.clients.split(",")]
     image = _image(args.image_size)
-    ray.init(log_to_driver=False)
+    # A private local cluster: never join one another process started on this machine.
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = f"http://127.0.0.1:{port}"

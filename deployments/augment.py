@@ -33,6 +33,7 @@ from ray import serve  # noqa: E402
 from ray.serve import Application  # noqa: E402
 from ray.serve.handle import DeploymentHandle  # noqa: E402
 
+from abs_ray.errors import AbsRayError  # noqa: E402
 from abs_ray.serve import http  # noqa: E402
 from abs_ray.serve.config import ServiceConfig  # noqa: E402
 
@@ -57,9 +58,13 @@ class SwapModel:
         self.process_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
 
     async def process(self, job):
-        """Answer one :class:`~abs_ray.serve.service.Job` (batched with concurrent ones)."""
+        """Answer one :class:`~abs_ray.serve.service.Job` (batched with concurrent ones).
+
+        A request error (:class:`~abs_ray.errors.AbsRayError`) is *returned*, so that bad
+        input is not logged as a replica failure; any other exception is raised.
+        """
         result = await self.process_batch(job)
-        if isinstance(result, BaseException):
+        if isinstance(result, BaseException) and not isinstance(result, AbsRayError):
             raise result
         return result
 
@@ -86,10 +91,19 @@ class SwapIngress:
         self.model = model
         self.cfg = ServiceConfig.from_dict(config)
 
-    async def _job(self, request: Request, kind: str, parts: tuple[str, ...], options=None):
+    async def _answer(self, request: Request, kind: str, parts: tuple[str, ...], options=None):
+        """Read, parse and decode the upload, then let the model answer the job.
+
+        Raises:
+            AbsRayError: a request error, from here or returned by the model.
+        """
         body = await http.read_body(request, self.cfg.max_body_bytes)
         upload = await http.parse_upload(request, body, parts)
-        return await asyncio.to_thread(http.decode_upload, upload, kind, self.cfg, options)
+        job = await asyncio.to_thread(http.decode_upload, upload, kind, self.cfg, options)
+        result = await self.model.process.remote(job)
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     @api.post(
         "/v1/swap",
@@ -100,13 +114,16 @@ class SwapIngress:
         openapi_extra=http.openapi_body(http.SWAP_PARTS),
     )
     async def swap(self, request: Request, query: Annotated[http.SwapQuery, Query()]) -> Response:
-        """PNG for ``n = 1`` (params in ``X-Swap-Params``), else JSON with base64 PNGs and
-        the sampled params of each. The same image, parameters and ``seed`` give the same
-        bytes (on the same bank)."""
+        """Swap the background: a PNG for ``n = 1``, else JSON.
+
+        The PNG's sampled params are in ``X-Swap-Params``; JSON holds base64 PNGs and the
+        params of each variant. The same image, parameters and ``seed`` give the same bytes
+        (on the same bank).
+        """
         try:
             seed = query.seed if query.seed is not None else http.new_seed()
-            job = await self._job(request, "swap", http.SWAP_PARTS, query.options(self.cfg, seed))
-            result = await self.model.process.remote(job)
+            options = query.options(self.cfg, seed)
+            result = await self._answer(request, "swap", http.SWAP_PARTS, options)
             return await asyncio.to_thread(http.swap_response, result, query.format)
         except Exception as exc:  # every failure becomes a JSON error response
             return http.error_response(exc)
@@ -120,11 +137,13 @@ class SwapIngress:
         openapi_extra=http.openapi_body(http.MASK_PARTS),
     )
     async def mask(self, request: Request, query: Annotated[http.MaskQuery, Query()]) -> Response:
-        """JSON: alpha and loose masks (base64 PNG), ``P(background)`` per patch and the 0/1
-        foreground patch string; ``format=png``: the alpha mask PNG."""
+        """The foreground mask and the detector's patch grid.
+
+        JSON: alpha and loose masks (base64 PNG), ``P(background)`` per patch and the 0/1
+        foreground patch string; ``format=png``: the alpha mask PNG.
+        """
         try:
-            job = await self._job(request, "mask", http.MASK_PARTS)
-            result = await self.model.process.remote(job)
+            result = await self._answer(request, "mask", http.MASK_PARTS)
             return await asyncio.to_thread(http.mask_response, result, query.format)
         except Exception as exc:
             return http.error_response(exc)
@@ -141,18 +160,20 @@ class SwapIngress:
     ) -> Response:
         """PNG of the image with its loose foreground mask (or the uploaded mask) inpainted."""
         try:
-            job = await self._job(request, "inpaint", http.INPAINT_PARTS)
-            result = await self.model.process.remote(job)
+            result = await self._answer(request, "inpaint", http.INPAINT_PARTS)
             return await asyncio.to_thread(http.inpaint_response, result)
         except Exception as exc:
             return http.error_response(exc)
 
     @api.get("/v1/info", summary="Models, versions, bank size, limits")
-    async def info(self) -> dict[str, Any]:
+    async def info(self) -> Any:
         """What is deployed: mask source, inpainter, bank, limits, batching."""
         import ray
 
-        model = await self.model.info.remote()
+        try:
+            model = await self.model.info.remote()
+        except Exception as exc:
+            return http.error_response(exc)
         c = self.cfg
         return {
             "service": "abs-ray swap",
@@ -196,8 +217,10 @@ def _num_gpus(value: float | str) -> float:
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The application: ``SwapIngress`` bound to ``SwapModel``, configured by ``args``.
 
-    ``SwapModel.max_ongoing_requests`` is twice ``max_batch_size`` so one batch can fill while
-    the previous one runs; the Serve config may override it (and adds autoscaling).
+    ``SwapModel.max_ongoing_requests`` is ``max(32, 4 * max_batch_size)``: requests wait in the
+    replica's batch queue (where the next batch fills while one runs) rather than in the
+    caller's router, which backs off when every replica is full. The Serve config may
+    override it (and adds autoscaling).
 
     Raises:
         ConfigError: an unknown key or bad value in ``args``.
@@ -206,10 +229,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = cfg.to_dict()
     model = SwapModel.options(
         ray_actor_options={"num_cpus": cfg.model_num_cpus, "num_gpus": _num_gpus(cfg.num_gpus)},
-        max_ongoing_requests=2 * cfg.max_batch_size,
+        max_ongoing_requests=max(32, 4 * cfg.max_batch_size),
     ).bind(settings)
     return SwapIngress.options(
-        ray_actor_options={"num_cpus": cfg.ingress_num_cpus}, max_ongoing_requests=64
+        ray_actor_options={"num_cpus": cfg.ingress_num_cpus}, max_ongoing_requests=128
     ).bind(model, settings)
 
 

@@ -79,6 +79,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument(
         "--unfreeze-backbone", action="store_true", help="fine-tune the backbone too (use a GPU)"
     )
+    g.add_argument(
+        "--trainable-blocks",
+        type=int,
+        default=t.trainable_blocks,
+        help="with a frozen backbone, train its last K blocks too",
+    )
+    g.add_argument(
+        "--max-train-seconds",
+        type=float,
+        default=t.max_train_seconds,
+        help="stop detector training after this long",
+    )
 
     g = p.add_argument_group("disentangle")
     g.add_argument(
@@ -142,6 +154,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         coverage_threshold=args.coverage_threshold,
         epochs=args.epochs,
         freeze_backbone=not args.unfreeze_backbone,
+        trainable_blocks=args.trainable_blocks,
+        max_train_seconds=args.max_train_seconds,
         seed=args.seed,
     )
     pools = {}

@@ -15,7 +15,7 @@ import logging
 import sys
 
 from abs_ray.env import configure_environment
-from abs_ray.errors import AbsRayError
+from abs_ray.errors import AbsRayError, ConfigError
 from abs_ray.models.detector import detector_names
 from abs_ray.models.detector_train import AugmentConfig, DetectorTrainConfig
 
@@ -112,7 +112,7 @@ def main(cfg: DetectorTrainConfig) -> dict:
     from abs_ray.models.detector_train import train_detector
 
     if cfg.data is None:
-        raise AbsRayError("--data is required")
+        raise ConfigError("--data is required")
     manifest = load_dataset(cfg.data)
     metrics = train_detector(cfg, manifest)
     summary = {k: metrics[k] for k in ("val", "held_out", "seconds") if k in metrics}

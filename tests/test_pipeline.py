@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -290,12 +291,18 @@ def test_ray_job_submit(ray_cluster, tmp_path):
         "2",
         "--num-labelled",
         "12",
+        "--trainable-blocks",
+        "0",
         "--inpainter",
         "gray",
         "--preview-samples",
         "0",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=480, cwd=REPO)
+    for _ in range(30):  # the head's job agent may still be starting ("No available agent")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=480, cwd=REPO)
+        if "No available agent" not in proc.stdout + proc.stderr:
+            break
+        time.sleep(2)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
     summary = json.loads(read_text(join(out, "manifest.json")))

@@ -15,10 +15,10 @@ Example:
     >>> cfg = ServiceConfig.from_dict({"max_batch_size": 4})
     >>> cfg.max_batch_size, cfg.bank is None
     (4, True)
-    >>> ServiceConfig.from_dict({"max_batchsize": 4})
+    >>> ServiceConfig.from_dict({"max_batchsize": 4})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
         ...
-    abs_ray.errors.ConfigError: unknown service setting(s) ['max_batchsize']; known: bank, bank_limit, batch_wait_timeout_s, degrees, demo_bank_size, detector_checkpoint, device, feather, ingress_num_cpus, inpaint_max_side, inpainter, inpainter_kwargs, loose, mask_source, max_batch_size, max_body_bytes, max_pixels, max_variants, max_work_pixels, model_num_cpus, num_gpus, scale, tight, translate
+    abs_ray.errors.ConfigError: unknown service setting(s) ['max_batchsize']; known: bank, ...
 """
 
 from __future__ import annotations
@@ -136,11 +136,17 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "bank", _optional_uri("bank", self.bank))
-        set_(self, "detector_checkpoint", _optional_uri("detector_checkpoint", self.detector_checkpoint))
+        set_(
+            self,
+            "detector_checkpoint",
+            _optional_uri("detector_checkpoint", self.detector_checkpoint),
+        )
         _integer("bank_limit", self.bank_limit, 1)
         _integer("demo_bank_size", self.demo_bank_size, 2, 1024)
         if self.mask_source not in MASK_SOURCES:
-            raise ConfigError(f"mask_source must be one of {MASK_SOURCES}, got {self.mask_source!r}")
+            raise ConfigError(
+                f"mask_source must be one of {MASK_SOURCES}, got {self.mask_source!r}"
+            )
         if self.mask_source == "detector" and self.detector_checkpoint is None:
             raise ConfigError("mask_source 'detector' needs detector_checkpoint")
         for name in ("tight", "loose"):
@@ -160,9 +166,17 @@ class ServiceConfig:
         if self.num_gpus != "auto":
             set_(self, "num_gpus", _number("num_gpus", self.num_gpus, 0.0, 64.0))
         set_(self, "model_num_cpus", _number("model_num_cpus", self.model_num_cpus, 0.0, 1024.0))
-        set_(self, "ingress_num_cpus", _number("ingress_num_cpus", self.ingress_num_cpus, 0.0, 1024.0))
+        set_(
+            self,
+            "ingress_num_cpus",
+            _number("ingress_num_cpus", self.ingress_num_cpus, 0.0, 1024.0),
+        )
         _integer("max_batch_size", self.max_batch_size, 1, 1024)
-        set_(self, "batch_wait_timeout_s", _number("batch_wait_timeout_s", self.batch_wait_timeout_s, 0.0, 10.0))
+        set_(
+            self,
+            "batch_wait_timeout_s",
+            _number("batch_wait_timeout_s", self.batch_wait_timeout_s, 0.0, 10.0),
+        )
         _integer("max_body_bytes", self.max_body_bytes, 1024)
         _integer("max_pixels", self.max_pixels, 64)
         _integer("max_variants", self.max_variants, 1, 1024)

@@ -117,11 +117,11 @@ class SwapQuery(_Query):
 
     @model_validator(mode="after")
     def _scale_order(self) -> SwapQuery:
-        if self.scale_min is not None and self.scale_max is not None:
-            if self.scale_min > self.scale_max:
-                raise ValueError(
-                    f"scale_min {self.scale_min} must be <= scale_max {self.scale_max}"
-                )
+        low, high = self.scale_min, self.scale_max
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"scale_min {low} must be <= scale_max {high}")
+        if self.format == "png" and self.n > 1:
+            raise ValueError(f"format=png returns one image; use format=json for n={self.n}")
         return self
 
     def options(self, cfg: ServiceConfig, seed: int) -> SwapOptions:
@@ -266,9 +266,7 @@ async def parse_upload(
         await form.close()
     if "image" not in files:
         raise InvalidRequestError(f"multipart body needs an 'image' file part, got {sorted(files)}")
-    return Upload(
-        image=files["image"], background=files.get("background"), mask=files.get("mask")
-    )
+    return Upload(image=files["image"], background=files.get("background"), mask=files.get("mask"))
 
 
 def _decode_mask(data: bytes, max_pixels: int) -> np.ndarray:

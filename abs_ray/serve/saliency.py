@@ -146,4 +146,6 @@ class BorderContrastSaliency(nn.Module):
         return self.alpha * (self.z0 - z)
 
     def extra_repr(self) -> str:
-        return f"grid={self.grid}, image_size={self.image_size}, z0={self.z0}, alpha={self.alpha:.3f}"
+        return (
+            f"grid={self.grid}, image_size={self.image_size}, z0={self.z0}, alpha={self.alpha:.3f}"
+        )

@@ -116,7 +116,11 @@ class SwapOptions:
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise ConfigError(f"n must be an int >= 1, got {self.n!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**63
+        ):
             raise ConfigError(f"seed must be an int in [0, 2**63), got {self.seed!r}")
         if not isinstance(self.translate, int | float) or not 0 <= self.translate <= 1:
             raise ConfigError(f"translate must be a fraction in [0, 1], got {self.translate!r}")
@@ -514,7 +518,9 @@ class SwapService:
         small = (max(2, round(height * ratio)), max(2, round(width * ratio)))
         small_hole = (F.interpolate(hole, size=small, mode="area") > 0).float()
         filled = self.inpainter(_resize(image, small), small_hole)
-        region = F.interpolate(self.inpainter.hole_mask(small_hole), size=(height, width), mode="nearest")
+        region = F.interpolate(
+            self.inpainter.hole_mask(small_hole), size=(height, width), mode="nearest"
+        )
         region = torch.maximum(region, (hole > 0).float())
         up = F.interpolate(filled, size=(height, width), mode="bilinear", align_corners=False)
         return torch.where(region > 0, up.clamp(0, 1), image), float(region.mean())
@@ -549,7 +555,9 @@ class SwapService:
         else:
             backgrounds = torch.cat(
                 [
-                    _resize(_to_tensor(self.bank.images[candidates[u]], self.device), (height, width))
+                    _resize(
+                        _to_tensor(self.bank.images[candidates[u]], self.device), (height, width)
+                    )
                     for u in unique.tolist()
                 ]
             )

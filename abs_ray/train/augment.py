@@ -173,18 +173,25 @@ def swap_batch(
     params = sample_swap_params(alpha, labels, bank.labels, cfg, generator)
     device = images.device
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    coins = torch.rand(images.shape[0], generator=generator, device=gen_device).to(device)
-    swapped = coins < swap_prob
-    chosen = bank.images[params.bg_index].float().div_(255.0)
+    coins = torch.rand(images.shape[0], generator=generator, device=gen_device)
+    swapped = (coins < swap_prob).to(device)
+    # Only the swapped samples are warped and blended (all of them at the paper's p = 1).
+    rows = torch.nonzero(coins < swap_prob).flatten().to(device)
+    if rows.numel() == 0:
+        return images, swapped, params
+    everything = rows.numel() == images.shape[0]
+    pick = (lambda t: t) if everything else (lambda t: t.index_select(0, rows))  # noqa: E731
+    chosen = bank.images.index_select(0, pick(params.bg_index)).to(images.dtype).div_(255.0)
     local = SwapParams(
-        bg_index=torch.arange(images.shape[0], device=device),
-        scale=params.scale,
-        angle=params.angle,
-        translate=params.translate,
+        bg_index=torch.arange(rows.numel(), device=device),
+        scale=pick(params.scale),
+        angle=pick(params.angle),
+        translate=pick(params.translate),
     )
-    composite, _ = swap_backgrounds(images, alpha, chosen, local, feather_sigma)
-    out = torch.where(swapped.view(-1, 1, 1, 1), composite, images)
-    return out, swapped, params
+    composite, _ = swap_backgrounds(pick(images), pick(alpha), chosen, local, feather_sigma)
+    if everything:
+        return composite, swapped, params
+    return images.index_copy(0, rows, composite), swapped, params
 
 
 @dataclass(frozen=True, eq=False)

@@ -54,8 +54,8 @@ STATE_FORMAT = "abs_ray.classifier_train/1"
 
 @dataclasses.dataclass(frozen=True)
 class FaultInjection:
-    """Test hook: worker ``rank`` exits abruptly (``os._exit``) right after reporting epoch
-    ``after_epoch``'s checkpoint, once: the first time it creates ``marker`` (a local file)."""
+    """Test hook: worker ``rank`` exits abruptly (``os._exit``) once epoch ``after_epoch``'s
+    checkpoint is committed, only the first time (it creates ``marker``, a local file)."""
 
     rank: int
     after_epoch: int
@@ -176,13 +176,13 @@ def _load_state() -> dict[str, Any] | None:
     return state
 
 
-def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+def _all_reduce(values: torch.Tensor) -> list[float]:
+    """Sum a small tensor over the workers (in place) and return it as floats."""
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
+        dist.all_reduce(values)
+    return values.tolist()
 
 
 def _seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
@@ -280,7 +280,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         model.train()
         generator = torch.Generator().manual_seed(_seed(cfg, epoch, rank))
-        sums = [0.0, 0.0, 0.0, 0.0]  # loss * n, correct, n, swapped
+        # loss * n, correct, n, swapped: summed on the device (no sync per step)
+        sums = torch.zeros(4, dtype=torch.float64, device=device)
         for batch in train_shard.iter_torch_batches(
             batch_size=per_worker,
             drop_last=True,
@@ -289,10 +290,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ):
             out = train_step(model, optimizer, batch, cfg, bank, generator, size)
             n = out.inputs.shape[0]
-            sums[0] += float(out.loss) * n
-            sums[1] += float(out.correct)
-            sums[2] += n
-            sums[3] += float(out.swapped)
+            step_sums = (out.loss * n, out.correct, torch.tensor(n), out.swapped)
+            sums += torch.stack([v.to(sums) for v in step_sums])
             if tracker is not None and not grid_logged and cfg.sample_grid:
                 originals = apply_crop(
                     to_float(batch["image"]), CropParams.full(n, *batch["image"].shape[1:3]), size
@@ -302,7 +301,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     "train_samples.png",
                 )
                 grid_logged = True
-        loss_sum, correct, n_train, n_swapped = _all_reduce(sums, device)
+        loss_sum, correct, n_train, n_swapped = _all_reduce(sums)
         train_seconds = time.perf_counter() - t0
         if scheduler is not None:
             scheduler.step()
@@ -382,6 +381,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             and (rank, epoch) == (fault.rank, fault.after_epoch)
             and not os.path.exists(fault.marker)
         ):
+            # Wait until the controller has committed the checkpoint just reported: a worker
+            # that dies within its poll interval (2 s) can take the last report with it.
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=120
+            )
             with open(fault.marker, "w") as f:
                 f.write(f"killed rank {rank} after epoch {epoch}\n")
             logger.warning("fault injection: rank %d exits after epoch %d", rank, epoch)

@@ -227,8 +227,9 @@ def _chunked_post(url: str, path: str, chunks) -> tuple[int, dict]:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
-        conn.request("POST", path, body=chunks, headers={"Content-Type": "image/png"},
-                     encode_chunked=True)
+        conn.request(
+            "POST", path, body=chunks, headers={"Content-Type": "image/png"}, encode_chunked=True
+        )
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -243,30 +244,74 @@ def test_bad_inputs_get_their_status_and_the_service_keeps_answering(service, sa
     threading.Thread(target=recorder.serve_forever, daemon=True).start()
     lure = f"http://127.0.0.1:{recorder.server_address[1]}/background.png"
     _Recorder.hits.clear()
+    before = requests.get(f"{service}/v1/info", timeout=30).json()["stats"]
     big = np.zeros((2100, 2100, 3), dtype=np.uint8)  # 4.4 MP > 4 MP, a small PNG
     cases = [
         # (what, request, status, error)
-        ("body over limit", lambda: _swap(service, b"\0" * (10 * 2**20 + 1)), 413, "payload_too_large"),
+        (
+            "body over limit",
+            lambda: _swap(service, b"\0" * (10 * 2**20 + 1)),
+            413,
+            "payload_too_large",
+        ),
         ("not an image", lambda: _swap(service, b"hello, not a picture"), 415, "not_an_image"),
         ("empty body", lambda: _swap(service, b""), 415, "empty"),
-        ("json body", lambda: requests.post(f"{service}/v1/swap", json={"image": lure}, timeout=60),
-         415, "unsupported_media_type"),
+        (
+            "json body",
+            lambda: requests.post(f"{service}/v1/swap", json={"image": lure}, timeout=60),
+            415,
+            "unsupported_media_type",
+        ),
         ("over pixel limit", lambda: _swap(service, encode_png(big)), 422, "too_large"),
         ("truncated", lambda: _swap(service, good[: len(good) // 2]), 422, "truncated"),
         ("n too large", lambda: _swap(service, good, n=17), 422, "invalid_request"),
+        ("png for n=2", lambda: _swap(service, good, n=2, format="png"), 422, "invalid_parameter"),
         ("n zero", lambda: _swap(service, good, n=0), 422, "invalid_parameter"),
-        ("scale order", lambda: _swap(service, good, scale_min=2, scale_max=1), 422, "invalid_parameter"),
+        (
+            "scale order",
+            lambda: _swap(service, good, scale_min=2, scale_max=1),
+            422,
+            "invalid_parameter",
+        ),
         ("degrees", lambda: _swap(service, good, degrees=500), 422, "invalid_parameter"),
-        ("work limit", lambda: _swap(service, encode_png(big[:2000, :2000]), n=16), 422, "invalid_request"),
+        (
+            "work limit",
+            lambda: _swap(service, encode_png(big[:2000, :2000]), n=16),
+            422,
+            "invalid_request",
+        ),
         ("no such class", lambda: _swap(service, good, label=7), 422, "empty_bank_selection"),
-        ("url parameter", lambda: _swap(service, good, background_url=lure), 422, "invalid_parameter"),
-        ("url form field", lambda: requests.post(
-            f"{service}/v1/swap", files={"image": ("i.png", good, "image/png")},
-            data={"background": lure}, timeout=60), 422, "invalid_request"),
-        ("mask size", lambda: _multipart(
-            service, "/v1/swap", {"image": good, "mask": encode_png(sample.mask[:32])}),
-         422, "invalid_request"),
-        ("no image part", lambda: _multipart(service, "/v1/swap", {"mask": good}), 422, "invalid_request"),
+        (
+            "url parameter",
+            lambda: _swap(service, good, background_url=lure),
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "url form field",
+            lambda: requests.post(
+                f"{service}/v1/swap",
+                files={"image": ("i.png", good, "image/png")},
+                data={"background": lure},
+                timeout=60,
+            ),
+            422,
+            "invalid_request",
+        ),
+        (
+            "mask size",
+            lambda: _multipart(
+                service, "/v1/swap", {"image": good, "mask": encode_png(sample.mask[:32])}
+            ),
+            422,
+            "invalid_request",
+        ),
+        (
+            "no image part",
+            lambda: _multipart(service, "/v1/swap", {"mask": good}),
+            422,
+            "invalid_request",
+        ),
     ]
     for what, send, status, error in cases:
         response = send()
@@ -280,6 +325,8 @@ def test_bad_inputs_get_their_status_and_the_service_keeps_answering(service, sa
     assert _Recorder.hits == []  # nothing the caller named was fetched
     assert _swap(service, good).status_code == 200
     assert serve.status().applications[APP].status == "RUNNING"
+    after = requests.get(f"{service}/v1/info", timeout=30).json()["stats"]
+    assert after["jobs"] > before["jobs"]  # the same model replica: counters did not restart
 
 
 def test_200_requests_from_16_clients(service, synthetic_samples):
@@ -288,11 +335,19 @@ def test_200_requests_from_16_clients(service, synthetic_samples):
     def one(i: int):
         with requests.Session() as session:
             if i % 4 == 3:
-                r = session.post(f"{service}/v1/mask", params={"format": "png"},
-                                 data=images[i % len(images)], timeout=120)
+                r = session.post(
+                    f"{service}/v1/mask",
+                    params={"format": "png"},
+                    data=images[i % len(images)],
+                    timeout=120,
+                )
             else:
-                r = session.post(f"{service}/v1/swap", params={"seed": i},
-                                 data=images[i % len(images)], timeout=120)
+                r = session.post(
+                    f"{service}/v1/swap",
+                    params={"seed": i},
+                    data=images[i % len(images)],
+                    timeout=120,
+                )
             return r.status_code, r.headers.get("content-type"), r.content
 
     with ThreadPoolExecutor(16) as pool:

@@ -23,8 +23,14 @@ def _write_output(root: str, rows_per_file: list[list[dict]], s3=None) -> None:
 
 
 def _row(i: int, label: int, group: int, png: bytes) -> dict:
-    return {"id": f"img{i}", "label": label, "group": group, "background_png": png,
-            "foreground_png": b"unused", "split": "train"}
+    return {
+        "id": f"img{i}",
+        "label": label,
+        "group": group,
+        "background_png": png,
+        "foreground_png": b"unused",
+        "split": "train",
+    }
 
 
 def test_demo_bank_is_deterministic_and_balanced():

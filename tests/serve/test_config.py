@@ -80,8 +80,15 @@ def test_ray_schema_errors_are_reported(config):
 
 @pytest.mark.parametrize(
     "values",
-    [{"scale": [2, 1]}, {"degrees": 181}, {"translate": -0.1}, {"max_pixels": 10},
-     {"tight": 0.9, "loose": 0.5}, {"num_gpus": "many"}, {"bank": ""}],
+    [
+        {"scale": [2, 1]},
+        {"degrees": 181},
+        {"translate": -0.1},
+        {"max_pixels": 10},
+        {"tight": 0.9, "loose": 0.5},
+        {"num_gpus": "many"},
+        {"bank": ""},
+    ],
 )
 def test_service_config_rejects_bad_values(values):
     with pytest.raises(ConfigError):
