@@ -120,7 +120,9 @@ class PipelineConfig:
         device: ``auto`` (GPU when an actor has one), ``cpu``, ``cuda``, ...
         load: decode tasks (``min_size``/``max_size`` unused).
         detect: detector actor pool.
-        inpaint: inpainting actor pool (patch-based inpainting is the slowest step on CPU).
+        inpaint: inpainting actor pool (patch-based inpainting is the slowest step on CPU). A
+            fixed size: an autoscaling 1–2 pool stayed at one actor on 2 CPUs (bench: 0.98× the
+            plain loop, 1.36× with two fixed actors).
         encode: PNG-encoding tasks.
         max_pixels: images with more pixels are refused before decoding.
         rows_per_file: most rows per output Parquet file (a resume redoes at most a file's
@@ -143,7 +145,7 @@ class PipelineConfig:
     device: str = "auto"
     load: PoolConfig = PoolConfig(batch_size=32, num_cpus=0.25)
     detect: PoolConfig = PoolConfig(min_size=1, max_size=1, batch_size=32, num_cpus=0.5)
-    inpaint: PoolConfig = PoolConfig(min_size=1, max_size=2, batch_size=8, num_cpus=0.5)
+    inpaint: PoolConfig = PoolConfig(min_size=2, max_size=2, batch_size=8, num_cpus=0.5)
     encode: PoolConfig = PoolConfig(batch_size=32, num_cpus=0.25)
     max_pixels: int = 40_000_000
     rows_per_file: int = 512

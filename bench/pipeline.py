@@ -35,7 +35,9 @@ from abs_ray.env import configure_environment  # noqa: E402
 configure_environment()
 
 
-def plain_loop(manifest, checkpoint: str, inpainter: str, out: str, size: int) -> float:
+def plain_loop(
+    manifest, checkpoint: str | None, inpainter: str, out: str, size: int, grid: int = 16
+) -> float:
     """The single-process baseline; returns seconds."""
     import numpy as np
     import pyarrow as pa
@@ -45,10 +47,10 @@ def plain_loop(manifest, checkpoint: str, inpainter: str, out: str, size: int) -
 
     from abs_ray.io import decode_image, encode_png, read_bytes, write_bytes
     from abs_ray.models import create_inpainter, load_detector
-    from abs_ray.ops import masks_from_background_prob
+    from abs_ray.ops import masks_from_background_prob, patch_coverage
 
     t0 = time.perf_counter()
-    model = load_detector(checkpoint)
+    model = load_detector(checkpoint) if checkpoint else None
     paint = create_inpainter(inpainter)
     rows = []
     for r in manifest.itertuples():
@@ -56,11 +58,18 @@ def plain_loop(manifest, checkpoint: str, inpainter: str, out: str, size: int) -
         img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
         with torch.inference_mode():
-            prob = torch.sigmoid(model(x))
-            tight, loose = masks_from_background_prob(
-                prob, (size, size), model.config.tight, model.config.loose
-            )
-            bg = paint(x, loose)
+            if model is None:  # true masks, as mask_source="truth"
+                m = decode_image(read_bytes(r.mask_uri))[..., 0]
+                m = np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST))
+                tight = loose = torch.from_numpy(m > 127).float()[None, None]
+                prob = 1 - patch_coverage(tight, grid)
+                bg = paint(x, loose)
+            else:
+                prob = torch.sigmoid(model(x))
+                tight, loose = masks_from_background_prob(
+                    prob, (size, size), model.config.tight, model.config.loose
+                )
+                bg = paint(x, loose)
         alpha = (tight[0, 0] * 255).round().byte().numpy()
         bg = (bg[0] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
         rows.append(
@@ -85,6 +94,13 @@ def main() -> None:
     p.add_argument("--full", action="store_true", help="192 images")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--inpainter", default="patchmatch")
+    p.add_argument(
+        "--mask-source",
+        choices=("truth", "detector"),
+        default="truth",
+        help="truth: the synthetic masks (a fixed, object-sized hole per image); "
+        "detector: a quickly trained one (holes depend on its quality)",
+    )
     p.add_argument("--cpus", default="1,2", help="Ray cluster sizes to measure")
     p.add_argument("--out", default="bench/results/pipeline.json")
     args = p.parse_args()
@@ -107,18 +123,20 @@ def main() -> None:
     )
     manifest = load_dataset(data)
     t = time.perf_counter()
-    train_cfg = DetectorTrainConfig(
-        out=os.path.join(work, "detector"),
-        image_size=args.size,
-        grid=16,
-        freeze_backbone=True,
-        epochs=15,
-        num_labelled=min(64, n // 2),
-        eval_split=None,
-        sheet_samples=0,
-    )
-    train_detector(train_cfg, manifest)
-    checkpoint = os.path.join(work, "detector", "detector.pt")
+    checkpoint = None
+    if args.mask_source == "detector":
+        train_cfg = DetectorTrainConfig(
+            out=os.path.join(work, "detector"),
+            image_size=args.size,
+            grid=16,
+            freeze_backbone=True,
+            epochs=15,
+            num_labelled=min(64, n // 2),
+            eval_split=None,
+            sheet_samples=0,
+        )
+        train_detector(train_cfg, manifest)
+        checkpoint = os.path.join(work, "detector", "detector.pt")
     detector_s = time.perf_counter() - t
 
     loop_s = plain_loop(manifest, checkpoint, args.inpainter, work, args.size)
@@ -127,7 +145,8 @@ def main() -> None:
         "size": args.size,
         "inpainter": args.inpainter,
         "code_version": code_version(),
-        "detector": "efficientnet_lite0 (frozen, trained here)",
+        "mask_source": args.mask_source,
+        "detector": "efficientnet_lite0 (frozen, trained here)" if checkpoint else None,
         "detector_train_s": round(detector_s, 1),
         "loop": {"seconds": round(loop_s, 2), "images_per_s": round(len(manifest) / loop_s, 2)},
         "ray": {},
@@ -145,10 +164,13 @@ def main() -> None:
             out=os.path.join(work, f"ray{cpus}"),
             stages=("disentangle",),
             detector_checkpoint=checkpoint,
+            mask_source=args.mask_source,
             inpainter=args.inpainter,
             preview_samples=0,
             # Scale the pools to the cluster: one inpainting actor per CPU (the bottleneck).
-            inpaint=dataclasses.replace(PipelineConfig().inpaint, max_size=cpus, num_cpus=0.5),
+            inpaint=dataclasses.replace(
+                PipelineConfig().inpaint, min_size=cpus, max_size=cpus, num_cpus=0.5
+            ),
             detect=PoolConfig(min_size=1, max_size=1, batch_size=32, num_cpus=0.25),
         )
         t = time.perf_counter()

@@ -20,13 +20,20 @@ split_code       () int64              0 = val, 1 = test (evaluation only)
 ================ ===================== ===================================================
 
 **True masks for** ``oracle``: the swap then cuts the object out with the true mask instead
-of the detector's. The reader takes it, per row, from an inline ``mask_png`` column (a PNG,
-255 = foreground) when the data set has one, else from ``mask_uri`` (the source data set's
-mask file, which the pipeline copies into every row when the layout has masks: Waterbirds
-layout with ``mask_filename``, e.g. the synthetic demo and the birds benchmark). To get such a
-data set: run the pipeline on a data set with masks, or write one from generated samples with
-:func:`write_disentangled_from_samples` (it inlines ``mask_png``, and can also stand in for the
-detector with patch-level masks).
+of the detector's. The reader takes it, in this order of preference, from
+
+1. an inline ``mask_png`` column (a PNG, 255 = foreground), as
+   :func:`write_disentangled_from_samples` writes;
+2. the foreground alpha itself when the set was disentangled with true masks (the pipeline
+   with ``mask_source="truth"``, rows with ``detector == "truth"``; backgrounds are then
+   inpainted from the true hole too);
+3. ``mask_uri``, the source data set's mask file, which the pipeline copies into every row
+   when the layout has masks (Waterbirds layout with ``mask_filename``, e.g. the synthetic
+   demo and the birds benchmark): true masks on the detector-made backgrounds.
+
+So, to get an ``oracle`` data set: run the pipeline on a data set with masks (either mask
+source), or write one from generated samples with :func:`write_disentangled_from_samples`
+(which can also stand in for the detector with patch-level masks).
 
 Example:
     >>> from abs_ray.data import SyntheticConfig, generate_synthetic
@@ -75,6 +82,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "REQUIRED_COLUMNS",
     "SPLIT_CODES",
+    "TRUTH_DETECTOR",
     "DatasetInfo",
     "build_datasets",
     "decode_rows",
@@ -92,6 +100,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "background_png",
 )
 _META_COLUMNS = ("id", "label", "split", "group", "detector", "code_version")
+#: ``detector`` value of rows the pipeline cut out with the data set's true masks
+#: (``PipelineConfig(mask_source="truth")``): their foreground alpha is the true mask.
+TRUTH_DETECTOR = "truth"
 #: ``split_code`` of the evaluated splits.
 SPLIT_CODES: dict[str, int] = {"val": 0, "test": 1}
 
@@ -109,8 +120,9 @@ class DatasetInfo:
         groups: per split, ``{group: rows}`` over rows with a group label.
         image_size: side of the stored images (from the first row).
         columns: every column name in the files.
-        true_mask_column: ``"mask_png"`` or ``"mask_uri"`` when every train row has a true
-            mask there, else None.
+        true_mask_column: where ``oracle`` finds true masks: ``"mask_png"`` or ``"mask_uri"``
+            (every train row has one there), ``"foreground"`` (the set was disentangled with
+            true masks: ``detector == "truth"``), else None.
         detectors: distinct ``detector`` values (the checkpoint that made the masks).
         code_versions: distinct ``code_version`` values.
         rows_sha256: hash of the sorted ``(id, label, split, group)`` rows.
@@ -198,7 +210,7 @@ def scan_disentangled(uri: str, s3: S3Options | None = None) -> DatasetInfo:
         raise StorageNotFoundError(f"no disentangled data set at {uri}: {exc}") from exc
     if not files:
         raise DatasetError(f"no Parquet files under {folder}: expected the pipeline's data/")
-    fs, first_path = resolve(files[0], s3)
+    fs, _ = resolve(files[0], s3)
     schema_names: set[str] = set()
     for f in files:
         with fs.open_input_file(resolve(f, s3)[1]) as handle:
@@ -235,16 +247,28 @@ def scan_disentangled(uri: str, s3: S3Options | None = None) -> DatasetInfo:
         values, n = np.unique(g, return_counts=True)
         groups[s] = {int(v): int(c) for v, c in zip(values, n, strict=True) if v >= 0}
 
-    true_mask = None
-    if masks is not None:
-        train_rows = pc.equal(masks["split"], "train")
-        for col in ("mask_png", "mask_uri"):
-            if col in masks.column_names:
-                values = masks[col].filter(train_rows)
-                nonempty = pc.fill_null(pc.greater(pc.binary_length(values), 0), False)
-                if values.null_count == 0 and pc.all(nonempty).as_py():
-                    true_mask = col
-                    break
+    def distinct(name: str) -> tuple[str, ...]:
+        if name not in table.column_names:
+            return ()
+        return tuple(sorted({str(v) for v in table[name].to_pylist() if v is not None}))
+
+    def complete(col: str) -> bool:  # every train row has a non-empty value
+        if masks is None or col not in masks.column_names:
+            return False
+        values = masks[col].filter(pc.equal(masks["split"], "train"))
+        if values.null_count or pa.types.is_null(values.type):
+            return False
+        return bool(pc.all(pc.greater(pc.binary_length(values), 0)).as_py())
+
+    detectors = distinct("detector")
+    if complete("mask_png"):
+        true_mask = "mask_png"
+    elif detectors == (TRUTH_DETECTOR,):  # the pipeline run with mask_source="truth"
+        true_mask = "foreground"
+    elif complete("mask_uri"):
+        true_mask = "mask_uri"
+    else:
+        true_mask = None
 
     if "height" in table.column_names and table["height"].null_count == 0:
         size = int(table["height"][0].as_py())
@@ -254,11 +278,6 @@ def scan_disentangled(uri: str, s3: S3Options | None = None) -> DatasetInfo:
             size = int(decode_image(first).shape[0])
         except AbsRayError as exc:
             raise DatasetError(f"{files[0]}: first foreground_png is unreadable: {exc}") from exc
-
-    def distinct(name: str) -> tuple[str, ...]:
-        if name not in table.column_names:
-            return ()
-        return tuple(sorted({str(v) for v in table[name].to_pylist() if v is not None}))
 
     rows = sorted(
         zip(
@@ -278,7 +297,6 @@ def scan_disentangled(uri: str, s3: S3Options | None = None) -> DatasetInfo:
         if exists(manifest_uri, s3)
         else None
     )
-    del fs, first_path
     return DatasetInfo(
         uri=folder,
         root=root,
@@ -289,7 +307,7 @@ def scan_disentangled(uri: str, s3: S3Options | None = None) -> DatasetInfo:
         image_size=size,
         columns=tuple(sorted(schema_names)),
         true_mask_column=true_mask,
-        detectors=distinct("detector"),
+        detectors=detectors,
         code_versions=distinct("code_version"),
         rows_sha256=digest.hexdigest(),
         manifest_sha256=manifest_sha,

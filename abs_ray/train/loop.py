@@ -337,7 +337,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         }
         history = [*history, entry]
         score = evals["val"][select_metric]
-        if best is None or (math.isfinite(score) and score > best["score"]):
+        # Ties go to the later epoch: as good on val, and trained longer.
+        if best is None or (math.isfinite(score) and score >= best["score"]):
             best = {
                 "epoch": epoch,
                 "score": score,

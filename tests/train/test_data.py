@@ -119,3 +119,26 @@ def test_written_rows_match_the_pipeline_schema(tiny_set):
     assert set(REQUIRED_COLUMNS) <= set(info.columns)
     fg = decode_image(_rows(tiny_set)["foreground_png"][0], alpha=True)
     assert fg.shape == (32, 32, 4)
+
+
+def test_oracle_finds_true_masks_in_a_truth_disentangled_set(tiny_samples, tmp_path):
+    """A set the pipeline cut out with the true masks (detector "truth", no mask columns):
+    its foreground alpha is the true mask; without any true mask oracle has none."""
+    import pyarrow.compute as pc
+
+    root = str(tmp_path / "truth")
+    write_disentangled_from_samples(tiny_samples, root, alpha="true")
+    path = tmp_path / "truth" / "data" / "part-00000.parquet"
+    table = pq.read_table(path).drop_columns(["mask_png"])
+    table = table.set_column(
+        table.column_names.index("detector"), "detector", pa.array(["truth"] * table.num_rows)
+    )
+    pq.write_table(table, path)
+    assert scan_disentangled(root).true_mask_column == "foreground"
+    table = table.set_column(
+        table.column_names.index("detector"),
+        "detector",
+        pc.cast(pa.array(["s3://b/detector.pt"] * table.num_rows), pa.string()),
+    )
+    pq.write_table(table, path)
+    assert scan_disentangled(root).true_mask_column is None
