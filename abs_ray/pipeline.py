@@ -314,7 +314,7 @@ def run_detector_stage(cfg: PipelineConfig, manifest, s3: S3Options) -> tuple[st
     logger.info(
         "detector trained in %.0f s: %s",
         metrics["seconds"]["total"],
-        {k: held.get(k) for k in ("balanced_accuracy", "mask_iou")},
+        {k: held.get(k) for k in ("balanced_patch_accuracy", "mask_iou")},
     )
     return checkpoint, metrics
 
