@@ -53,7 +53,7 @@ from abs_ray.io import (
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("detector", "disentangle")
+STAGES = ("detector", "disentangle", "train")
 DEMO_DATA = "data/demo"
 
 
@@ -98,6 +98,16 @@ def _default_detector_train():
     return DetectorTrainConfig(freeze_backbone=True, trainable_blocks=4, device="auto")
 
 
+def _default_train():
+    from abs_ray.train import TrainConfig
+
+    # The demo-sized default: Lite0 with a frozen backbone for a few epochs on 2 workers that
+    # leave CPU for Ray Data's decode tasks. ``data``/``out`` are set by the pipeline.
+    return TrainConfig(
+        data="<pipeline output>", freeze_backbone=True, epochs=5, cpus_per_worker=0.5
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Everything the main job needs; written to ``manifest.json`` with the outputs.
@@ -111,6 +121,8 @@ class PipelineConfig:
         detector_checkpoint: use this detector instead of training one.
         detector_train: how to train it (image size, grid, labels, recipe); ``out`` and
             ``data`` are set by the pipeline.
+        train: the ``train`` stage's :class:`abs_ray.train.TrainConfig` (method, backbone,
+            recipe, workers); it reads ``<out>/data`` and writes ``<out>/train``.
         mask_source: ``detector`` (the method) or ``truth``: the data set's own masks (the
             ``oracle`` upper bound; every image needs a ``mask_uri``; no detector is used).
         inpainter: registered inpainter name (``patchmatch``, ``telea``, ``torchscript``, ...).
@@ -138,6 +150,7 @@ class PipelineConfig:
     detector_checkpoint: str | None = None
     detector_train: Any = dataclasses.field(default_factory=_default_detector_train)
     mask_source: str = "detector"
+    train: Any = dataclasses.field(default_factory=_default_train)
     inpainter: str = "patchmatch"
     inpainter_kwargs: dict = dataclasses.field(default_factory=dict)
     tight: float | None = None
@@ -177,6 +190,7 @@ class PipelineConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["detector_train"] = self.detector_train.to_dict()
+        d["train"] = dataclasses.asdict(self.train)
         return d
 
 
@@ -274,6 +288,8 @@ def run(cfg: PipelineConfig, s3: S3Options | None = None) -> dict:
     summary["detector_checkpoint"] = checkpoint
     if "disentangle" in cfg.stages:
         summary.update(run_disentangle_stage(cfg, manifest, checkpoint, s3, summary))
+    if "train" in cfg.stages:
+        summary["train"] = run_train_stage(cfg, s3)
     write_text(
         join(cfg.out, "manifest.json"),
         json.dumps(summary, indent=2, sort_keys=True, default=str),
@@ -487,6 +503,29 @@ def run_disentangle_stage(
         "seconds": {**summary["seconds"], **seconds},
         "images_per_s": rates,
         "outputs": outputs,
+    }
+
+
+def run_train_stage(cfg: PipelineConfig, s3: S3Options) -> dict:
+    """Train the classifier on ``<out>/data`` (Ray Train, MLflow); return the report's summary.
+
+    This is ``jobs/train.py`` with ``--data <out> --out <out>/train``; the training job's
+    report (val and test: overall, per-group and worst-group accuracy) is its evaluation.
+    """
+    from abs_ray.train import run_training
+
+    train_cfg = dataclasses.replace(cfg.train, data=cfg.out, out=join(cfg.out, "train"))
+    t0 = time.perf_counter()
+    report = run_training(train_cfg, s3)
+    best = report.get("best") or {}
+    logger.info(
+        "train (%s): best epoch %s, test %s", train_cfg.method, best.get("epoch"), best.get("test")
+    )
+    return {
+        "method": train_cfg.method,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "report": join(train_cfg.out, report["run_name"], "report.json"),
+        "best": best,
     }
 
 

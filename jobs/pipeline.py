@@ -126,6 +126,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         g.add_argument(f"--{stage}-num-cpus", type=float, default=pool.num_cpus)
         g.add_argument(f"--{stage}-num-gpus", type=float, default=None)
     g.add_argument("--preview-samples", type=int, default=d.preview_samples)
+
+    g = p.add_argument_group("train (jobs/train.py has every option)")
+    g.add_argument("--method", default=d.train.method, choices=("abs", "erm", "oracle"))
+    g.add_argument("--train-backbone", default=d.train.backbone)
+    g.add_argument("--train-epochs", type=int, default=d.train.epochs)
+    g.add_argument("--num-workers", type=int, default=d.train.num_workers)
     return p
 
 
@@ -176,6 +182,14 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         detector_checkpoint=args.detector_checkpoint,
         detector_train=train,
         mask_source=args.mask_source,
+        train=dataclasses.replace(
+            d.train,
+            method=args.method,
+            backbone=args.train_backbone,
+            epochs=args.train_epochs,
+            num_workers=args.num_workers,
+            seed=args.seed,
+        ),
         inpainter=args.inpainter,
         inpainter_kwargs=_kwargs(args.inpainter_arg),
         tight=args.tight,

@@ -324,3 +324,21 @@ def test_truth_masks_oracle(ray_cluster, tmp_path):
         truth = decode_image(read_bytes(manifest.set_index("id").loc[row_id, "mask_uri"]))[..., 0]
         np.testing.assert_array_equal(alpha > 127, truth > 127)
     assert set(rows["detector"]) == {"truth"}
+
+    # The train stage reads this output (oracle: true-mask swaps) and reports test accuracies.
+    from abs_ray.train import TrainConfig
+
+    train = TrainConfig(
+        data="-",
+        method="oracle",
+        backbone="test_tiny",
+        weights=None,
+        epochs=1,
+        batch_size=8,
+        num_workers=2,
+        cpus_per_worker=0.5,
+    )
+    summary = run(_cfg(data, out, stages=("train",), train=train))
+    report = json.loads(read_text(summary["train"]["report"]))
+    assert summary["train"]["method"] == "oracle" and report["best"]["epoch"] == 0
+    assert 0.0 <= report["best"]["test"]["worst_group_accuracy"] <= 1.0
