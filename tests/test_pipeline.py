@@ -47,6 +47,8 @@ TINY_TRAIN = DetectorTrainConfig(
 
 def _cfg(data, out, **kw):
     # Small load batches: several blocks, so several output shards (resume has something to lose).
+    # The train stage is exercised on its own in test_truth_masks_oracle.
+    kw.setdefault("stages", ("detector", "disentangle"))
     return PipelineConfig(
         data=data,
         out=out,
@@ -293,6 +295,8 @@ def test_ray_job_submit(ray_cluster, tmp_path):
         "12",
         "--trainable-blocks",
         "0",
+        "--stages",
+        "detector,disentangle",
         "--inpainter",
         "gray",
         "--preview-samples",
