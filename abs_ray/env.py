@@ -7,9 +7,17 @@ always win.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["DEFAULTS", "configure_environment", "mlflow_tracking_uri"]
+from abs_ray.errors import AbsRayError
+
+__all__ = ["DEFAULTS", "configure_environment", "mlflow_tracking_uri", "run_ray_job"]
+
+T = TypeVar("T")
 
 DEFAULTS: dict[str, str] = {
     # Ray 2.60 turns token auth on by default: a local ray.init() writes ~/.ray/auth_token and a
@@ -52,3 +60,37 @@ def mlflow_tracking_uri(output_dir: str) -> str:
     path = os.path.abspath(output_dir)
     os.makedirs(path, exist_ok=True)
     return f"sqlite:///{os.path.join(path, 'mlflow.db')}"
+
+
+def run_ray_job(
+    make_config: Callable[[], Any], main: Callable[[Any], T], address: str | None = None
+) -> T:
+    """The ``__main__`` of every job: config, environment, Ray, typed errors as exit messages.
+
+    Args:
+        make_config: builds the job's config (from parsed arguments); a typed error it raises
+            ends the process with a one-line message, before Ray starts.
+        main: the job's ``main(cfg)``.
+        address: Ray address; None joins the job's cluster (``ray job submit``) or starts one.
+
+    Returns:
+        What ``main`` returned.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        cfg = make_config()
+    except AbsRayError as exc:
+        sys.exit(f"error: {type(exc).__name__}: {exc}")
+    out = getattr(cfg, "out", None)
+    configure_environment(output_dir=out if out and "://" not in out else None)
+    import ray
+
+    ray.init(address=address)
+    try:
+        return main(cfg)
+    except AbsRayError as exc:
+        sys.exit(f"error: {type(exc).__name__}: {exc}")
+    finally:
+        ray.shutdown()

@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
-import sys
 
-from abs_ray.env import configure_environment
-from abs_ray.errors import AbsRayError, ConfigError
+from abs_ray.env import run_ray_job
+from abs_ray.errors import ConfigError
 from abs_ray.pipeline import STAGES, PipelineConfig, PoolConfig
 
 
@@ -208,22 +206,6 @@ def main(cfg: PipelineConfig) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = get_args_parser().parse_args()
-    try:
-        cfg = config_from_args(args)
-    except AbsRayError as exc:
-        sys.exit(f"error: {type(exc).__name__}: {exc}")
-    configure_environment(output_dir=cfg.out if "://" not in cfg.out else None)
-    import ray
-
-    ray.init(address=args.address)
-    try:
-        summary = main(cfg)
-    except AbsRayError as exc:
-        sys.exit(f"error: {type(exc).__name__}: {exc}")
-    finally:
-        ray.shutdown()
+    summary = run_ray_job(lambda: config_from_args(args), main, address=args.address)
     print(json.dumps({k: summary.get(k) for k in ("counts", "images_per_s", "outputs")}, indent=2))

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 
-from abs_ray.env import configure_environment
-from abs_ray.errors import AbsRayError, ConfigError
+from abs_ray.env import run_ray_job
 from abs_ray.train.config import METHODS, SELECT_BY, TrainConfig
 
 
@@ -172,24 +169,8 @@ def main(cfg: TrainConfig) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = get_args_parser().parse_args()
-    try:
-        cfg = config_from_args(args)
-    except ConfigError as exc:
-        sys.exit(f"error: {type(exc).__name__}: {exc}")
-    configure_environment(output_dir=cfg.out if "://" not in cfg.out else None)
-    import ray
-
-    ray.init(address=args.address)
-    try:
-        report = main(cfg)
-    except AbsRayError as exc:
-        sys.exit(f"error: {type(exc).__name__}: {exc}")
-    finally:
-        ray.shutdown()
+    report = run_ray_job(lambda: config_from_args(args), main, address=args.address)
     best = report["best"]
     summary = {
         "run": report["run_name"],
