@@ -6,8 +6,8 @@ Stages (``PipelineConfig.stages``, default all, in this order):
    data set's masks by coverage threshold), or load a given checkpoint. Training runs as one
    Ray task (on a GPU when the cluster has one).
 2. ``disentangle`` — stream every image of the data set from storage through Ray Data:
-   decode (tasks) → detector (actor pool) → masks + inpainting (its own actor pool) →
-   encode (tasks) → write. Models load once per actor.
+   decode (tasks) → detector (actor pool) → masks + inpainting + PNG encoding (its own actor
+   pool) → write. Models load once per actor.
 
 Outputs under ``cfg.out`` (local folder or ``s3://`` prefix):
 
@@ -132,10 +132,10 @@ class PipelineConfig:
         device: ``auto`` (GPU when an actor has one), ``cpu``, ``cuda``, ...
         load: decode tasks (``min_size``/``max_size`` unused).
         detect: detector actor pool.
-        inpaint: inpainting actor pool (patch-based inpainting is the slowest step on CPU). A
-            fixed size: an autoscaling 1–2 pool stayed at one actor on 2 CPUs (bench: 0.98× the
-            plain loop, 1.36× with two fixed actors).
-        encode: PNG-encoding tasks.
+        inpaint: inpainting actor pool (patch-based inpainting is the slowest step on CPU); it
+            also PNG-encodes its outputs, so raw pixels never cross to another stage. A fixed
+            size: an autoscaling 1–2 pool stayed at one actor on 2 CPUs (bench: 0.98× the
+            plain loop against 1.36× with two fixed actors).
         max_pixels: images with more pixels are refused before decoding.
         rows_per_file: most rows per output Parquet file (a resume redoes at most a file's
             worth of rows per interrupted writer); 512 rows of 224² PNG pairs are ~100 MB.
@@ -159,7 +159,6 @@ class PipelineConfig:
     load: PoolConfig = PoolConfig(batch_size=32, num_cpus=0.25)
     detect: PoolConfig = PoolConfig(min_size=1, max_size=1, batch_size=32, num_cpus=0.5)
     inpaint: PoolConfig = PoolConfig(min_size=2, max_size=2, batch_size=8, num_cpus=0.5)
-    encode: PoolConfig = PoolConfig(batch_size=32, num_cpus=0.25)
     max_pixels: int = 40_000_000
     rows_per_file: int = 512
     preview_samples: int = 8
@@ -338,7 +337,7 @@ def run_detector_stage(cfg: PipelineConfig, manifest, s3: S3Options) -> tuple[st
 def run_disentangle_stage(
     cfg: PipelineConfig, manifest, checkpoint: str, s3: S3Options, summary: dict
 ) -> dict:
-    """Stream every image through decode → detect → inpaint → encode → write."""
+    """Stream every image through decode → detect → inpaint + encode → write."""
     import ray
 
     from abs_ray.models import load_detector
@@ -346,7 +345,6 @@ def run_disentangle_stage(
     from abs_ray.stages.disentangle import (
         DetectPatches,
         InpaintBackgrounds,
-        encode_outputs,
         masks_from_truth,
     )
     from abs_ray.stages.sink import (
@@ -436,6 +434,7 @@ def run_disentangle_stage(
                 "tight": tight,
                 "loose": loose,
                 "device": cfg.device,
+                "encode": True,
             },
             batch_size=cfg.inpaint.batch_size,
             compute=ray.data.ActorPoolStrategy(
@@ -444,8 +443,6 @@ def run_disentangle_stage(
             num_cpus=cfg.inpaint.num_cpus,
             # Weight-free inpainters run on CPU; a torchscript one gets the GPU.
             num_gpus=gpus(cfg.inpaint) if cfg.inpainter == "torchscript" else 0.0,
-        ).map_batches(
-            encode_outputs, batch_size=cfg.encode.batch_size, num_cpus=cfg.encode.num_cpus
         )
         ds.write_datasink(sink)
     wall = time.perf_counter() - t0

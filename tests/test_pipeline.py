@@ -203,6 +203,46 @@ def test_stage_classes_agree_with_the_single_image_path(tmp_path):
     np.testing.assert_array_equal(out["background"], expected_bg)
 
 
+def test_encoding_in_the_inpaint_actor_matches_encode_outputs():
+    from abs_ray.stages.disentangle import InpaintBackgrounds, encode_outputs
+
+    rng = np.random.default_rng(1)
+    batch = {
+        "image_uri": np.array(["a", "b"]),
+        "image": rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8),
+        "prob": rng.random((2, 4, 4)).astype(np.float32),
+        "error_stage": np.array(["", ""], object),
+        "error_type": np.array(["", ""], object),
+        "error_message": np.array(["", ""], object),
+    }
+    fused = InpaintBackgrounds("telea", device="cpu", encode=True)(dict(batch))
+    ref = encode_outputs(InpaintBackgrounds("telea", device="cpu")(dict(batch)))
+    assert "background" not in fused and "image" not in fused
+    for key in ("foreground_png", "background_png"):
+        assert list(fused[key]) == list(ref[key]) and fused[key][0][:4] == b"\x89PNG"
+    np.testing.assert_array_equal(fused["patch_prob"], ref["patch_prob"])
+
+
+def test_true_mask_coverage_matches_patch_coverage():
+    from abs_ray.ops import patch_coverage
+    from abs_ray.stages.disentangle import masks_from_truth
+
+    masks = (np.random.default_rng(2).random((3, 32, 32)) > 0.6).astype(np.uint8) * 255
+    batch = {
+        "image_uri": np.array(["a", "b", "c"]),
+        "mask_uri": np.array(["m", None, "m"], object),
+        "mask": masks,
+        "error_stage": np.array([""] * 3, object),
+        "error_type": np.array([""] * 3, object),
+        "error_message": np.array([""] * 3, object),
+    }
+    out = masks_from_truth(batch, grid=8)
+    ref = 1 - patch_coverage(torch.from_numpy(masks).float() / 255, 8).numpy()
+    np.testing.assert_allclose(out["prob"][[0, 2]], ref[[0, 2]], atol=1e-6)
+    # The row without a true mask fails on its own.
+    assert list(out["error_type"]) == ["", "DatasetError", ""]
+
+
 def test_a_failing_row_does_not_fail_its_batch(tmp_path):
     from abs_ray.stages.disentangle import InpaintBackgrounds
 

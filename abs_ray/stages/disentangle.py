@@ -16,19 +16,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from abs_ray.errors import AbsRayError
 from abs_ray.io import S3Options, encode_png
 from abs_ray.stages.load import TIMING_PREFIX
+
+if TYPE_CHECKING:  # torch is imported where a model runs: task workers that only decode,
+    import torch  # encode or read true masks never pay for it.
 
 logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` → ``cuda`` when this process sees a GPU, else ``cpu``; other names as given."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -70,6 +75,8 @@ def _run_rows(
 
 def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, H, W, 3) uint8 → (B, 3, H, W) float in [0, 1] on ``device``."""
+    import torch
+
     return (
         torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
     )
@@ -94,6 +101,8 @@ class DetectPatches:
         self.grid = self.model.config.grid
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
         n = len(batch["image_uri"])
         prob = np.zeros((n, self.grid, self.grid), np.float32)
 
@@ -114,8 +123,7 @@ def masks_from_truth(batch: dict[str, np.ndarray], grid: int) -> dict[str, np.nd
     rows without a ``mask_uri`` fail with a :class:`~abs_ray.errors.DatasetError`.
     :class:`InpaintBackgrounds` then uses the pixel ``mask`` as the tight alpha and the hole.
     """
-    from abs_ray.errors import DatasetError
-    from abs_ray.ops import patch_coverage
+    from abs_ray.errors import ConfigError, DatasetError
 
     n = len(batch["image_uri"])
     prob = np.ones((n, grid, grid), np.float32)
@@ -125,8 +133,13 @@ def masks_from_truth(batch: dict[str, np.ndarray], grid: int) -> dict[str, np.nd
         for i in rows:
             if not isinstance(uris[i], str) or not uris[i]:
                 raise DatasetError("no true mask (mask_uri) for this image")
-        mask = torch.from_numpy(np.ascontiguousarray(batch["mask"][rows])).float().div_(255)
-        prob[rows] = (1 - patch_coverage(mask, grid)).numpy()
+        mask = np.asarray(batch["mask"][rows], np.float32) / 255
+        m, h, w = mask.shape
+        if h % grid or w % grid:
+            raise ConfigError(f"grid {grid} does not divide the mask size {h}x{w}")
+        # abs_ray.ops.patch_coverage in numpy: this task stays free of torch.
+        coverage = mask.reshape(m, grid, h // grid, grid, w // grid).mean(axis=(2, 4))
+        prob[rows] = 1 - coverage
 
     batch = _run_rows(dict(batch), "truth", cover)
     batch["prob"] = prob
@@ -142,8 +155,11 @@ class InpaintBackgrounds:
         tight: ``P(background)`` below which a patch is tight foreground (cut out).
         loose: ``P(background)`` below which a patch is removed and inpainted.
         device: ``"auto"``, ``"cpu"``, ...
+        encode: also run :func:`encode_outputs` on the result, in this actor: the pipeline
+            does, so raw pixels never travel to another stage and no extra task runs.
 
-    Adds ``alpha`` (B, H, W) uint8 in {0, 255} and ``background`` (B, H, W, 3) uint8. When the
+    Adds ``alpha`` (B, H, W) uint8 in {0, 255} and ``background`` (B, H, W, 3) uint8 (or, with
+    ``encode``, the columns of :func:`encode_outputs` instead of the pixels). When the
     batch carries a true pixel ``mask`` (B, H, W) uint8 (``mask_source="truth"``), it is used
     as the tight alpha and as the hole instead of the thresholded patch grid.
     """
@@ -155,6 +171,7 @@ class InpaintBackgrounds:
         tight: float = 0.5,
         loose: float = 0.9,
         device: str = "auto",
+        encode: bool = False,
     ) -> None:
         from abs_ray.models import create_inpainter
 
@@ -164,8 +181,11 @@ class InpaintBackgrounds:
             kwargs.setdefault("device", str(self.device))
         self.inpainter = create_inpainter(inpainter, **kwargs)
         self.tight, self.loose = tight, loose
+        self.encode = encode
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
         from abs_ray.ops import masks_from_background_prob
 
         images = batch["image"]
@@ -197,7 +217,7 @@ class InpaintBackgrounds:
 
         batch = _run_rows(dict(batch), "inpaint", inpaint)
         batch["alpha"], batch["background"] = alpha, background
-        return batch
+        return encode_outputs(batch) if self.encode else batch
 
 
 def encode_outputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
