@@ -21,11 +21,25 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) jobs/pipeline.py $(ARGS)
 
-## Photo assets for the offline birds benchmark (Debian packages; never committed).
+## Photo assets for the offline birds benchmark (Debian packages; never committed), and
+## Debian's chromium + chromium-driver for the labelling page's browser test (root, once).
 assets: $(STAMP)
 	$(PY) -m abs_ray.data.birds --fetch-only
+	@if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
+	      || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
+	      || echo "assets: apt-get could not install chromium chromium-driver: the browser test will fail" >&2; \
+	  else \
+	    echo "assets: chromium/chromium-driver missing and not root: the browser test will fail;" \
+	      "run: sudo apt-get install -y --no-install-recommends chromium chromium-driver" >&2; \
+	  fi; \
+	fi
 
-## The test suite (what .ci/run runs).
+## The test suite (what .ci/run runs). tests/k8s validates the KubeRay manifests against the
+## operator's CRDs from ABS_RAY_KUBERAY_CRDS: ../shared/kuberay-crds when present, unless set.
+test: export ABS_RAY_KUBERAY_CRDS ?= $(wildcard $(abspath ../shared/kuberay-crds))
 test: $(STAMP) assets
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -34,8 +48,8 @@ birds: $(STAMP)
 	$(PY) -m abs_ray.data.birds --out data/birds --contact-sheet data/birds/contact_sheet.png
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check abs_ray jobs tests deployments bench
-	$(VENV)/bin/ruff format --check abs_ray jobs tests deployments bench
+	$(VENV)/bin/ruff check abs_ray jobs tests deployments bench k8s docker
+	$(VENV)/bin/ruff format --check abs_ray jobs tests deployments bench k8s docker
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
