@@ -19,6 +19,7 @@ import json
 from abs_ray.env import run_ray_job
 from abs_ray.errors import ConfigError
 from abs_ray.pipeline import STAGES, PipelineConfig, PoolConfig
+from abs_ray.train.config import METHODS
 
 
 def _pool(text: str) -> tuple[int, int]:
@@ -126,7 +127,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--preview-samples", type=int, default=d.preview_samples)
 
     g = p.add_argument_group("train (jobs/train.py has every option)")
-    g.add_argument("--method", default=d.train.method, choices=("abs", "erm", "oracle"))
+    g.add_argument("--method", default=d.train.method, choices=METHODS)
     g.add_argument("--train-backbone", default=d.train.backbone)
     g.add_argument("--train-epochs", type=int, default=d.train.epochs)
     g.add_argument("--num-workers", type=int, default=d.train.num_workers)

@@ -7,8 +7,12 @@ recent batches'), via :func:`abs_ray.ops.sample_swap_params` and
 :func:`abs_ray.ops.swap_backgrounds`. Then, for every method, RandomResizedCrop (area
 ``crop_scale``, aspect 3/4-4/3) back to the input size and a horizontal flip, as in the paper.
 
+``erm_aug`` (the strong-augmentation baseline) instead gets :func:`heavy_augment`: colour
+jitter and RandAugment before the crop, CutMix after it.
+
 Randomness is kept apart from application: :func:`sample_crop_params` draws boxes and flips
-from an explicit generator; :func:`apply_crop` applies them.
+from an explicit generator; :func:`apply_crop` applies them. (RandAugment and the colour
+jitter draw from torch's global generator, which each worker seeds from the run's seed.)
 
 Example:
     >>> images = torch.rand(2, 3, 16, 16)
@@ -32,7 +36,10 @@ from abs_ray.ops import SwapConfig, SwapParams, sample_swap_params, swap_backgro
 __all__ = [
     "BackgroundBank",
     "CropParams",
+    "CutMix",
     "apply_crop",
+    "cutmix",
+    "heavy_augment",
     "sample_crop_params",
     "sample_grid",
     "swap_batch",
@@ -283,3 +290,85 @@ def sample_grid(rows: list[torch.Tensor], max_samples: int = 16) -> torch.Tensor
     strips = [torch.cat(list(r[:max_samples].detach().float().cpu()), dim=2) for r in rows]
     sheet = torch.cat(strips, dim=1)
     return (sheet.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).contiguous()
+
+
+# --- erm_aug: the strong-augmentation baseline ------------------------------------------------
+
+#: RandAugment's number of operations and magnitude (of 30), colour jitter strengths
+#: (brightness, contrast, saturation, hue) and probability, and the probability that a batch
+#: gets CutMix (box area ~ U(0, 1), i.e. Beta(1, 1), as in the CutMix paper).
+RANDAUGMENT_N, RANDAUGMENT_M = 2, 9
+COLOR_JITTER = (0.4, 0.4, 0.4, 0.1)
+COLOR_JITTER_P = 0.8
+CUTMIX_P = 0.5
+
+
+@dataclass(frozen=True)
+class CutMix:
+    """A CutMix draw for one batch: sample ``i`` gets a box of sample ``perm[i]``.
+
+    ``lam`` is the fraction of each image left from its own sample (1.0 = no CutMix); the loss
+    is ``lam * CE(y) + (1 - lam) * CE(y[perm])``.
+    """
+
+    perm: torch.Tensor
+    lam: float
+
+
+def cutmix(
+    images: torch.Tensor, generator: torch.Generator, p: float = CUTMIX_P
+) -> tuple[torch.Tensor, CutMix]:
+    """Paste a random box of a shuffled batch into every image, with probability ``p``.
+
+    Args:
+        images: ``(B, C, H, W)``.
+        generator: CPU generator for the draw.
+        p: probability that this batch is mixed.
+
+    Returns:
+        The mixed images (a new tensor) and the :class:`CutMix` draw.
+
+    Example:
+        >>> x = torch.stack([torch.zeros(1, 8, 8), torch.ones(1, 8, 8)])
+        >>> out, draw = cutmix(x, torch.Generator().manual_seed(3), p=1.0)
+        >>> out.shape, 0.0 < draw.lam < 1.0
+        (torch.Size([2, 1, 8, 8]), True)
+    """
+    n, _, h, w = images.shape
+    identity = CutMix(torch.arange(n), 1.0)
+    if n < 2 or float(torch.rand((), generator=generator)) >= p:
+        return images, identity
+    perm = torch.randperm(n, generator=generator)
+    cut = math.sqrt(1.0 - float(torch.rand((), generator=generator)))
+    bh, bw = round(h * cut), round(w * cut)
+    if bh == 0 or bw == 0:
+        return images, identity
+    top = int(torch.randint(0, h - bh + 1, (), generator=generator))
+    left = int(torch.randint(0, w - bw + 1, (), generator=generator))
+    out = images.clone()
+    out[:, :, top : top + bh, left : left + bw] = images[perm.to(images.device)][
+        :, :, top : top + bh, left : left + bw
+    ]
+    return out, CutMix(perm, 1.0 - bh * bw / (h * w))
+
+
+_HEAVY: dict[str, torch.nn.Module] = {}
+
+
+def heavy_augment(images: torch.Tensor) -> torch.Tensor:
+    """Colour jitter then RandAugment (kornia, on the images' device), values kept in [0, 1].
+
+    Args:
+        images: ``(B, 3, H, W)`` float in ``[0, 1]``.
+    """
+    import kornia.augmentation as K
+    from kornia.augmentation.auto import RandAugment
+
+    if "pipe" not in _HEAVY:
+        _HEAVY["pipe"] = torch.nn.Sequential(
+            K.ColorJiggle(*COLOR_JITTER, p=COLOR_JITTER_P),
+            RandAugment(n=RANDAUGMENT_N, m=RANDAUGMENT_M),
+        )
+    pipe = _HEAVY["pipe"].to(images.device)
+    return pipe(images).clamp_(0.0, 1.0)
+

@@ -15,7 +15,7 @@ Example:
     >>> TrainConfig(data="runs/demo", method="mixup")
     Traceback (most recent call last):
         ...
-    abs_ray.errors.ConfigError: unknown method 'mixup'; known: abs, erm, oracle
+    abs_ray.errors.ConfigError: unknown method 'mixup'; known: abs, erm, erm_aug, oracle
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ __all__ = [
 ]
 
 #: Training methods sharing one loop: ``abs`` (the paper's swap with the detector's masks),
-#: ``erm`` (original images), ``oracle`` (the swap with true masks).
-METHODS: tuple[str, ...] = ("abs", "erm", "oracle")
+#: ``erm`` (original images), ``erm_aug`` (original images with colour jitter, RandAugment and
+#: CutMix: the strong-augmentation baseline), ``oracle`` (the swap with true masks).
+METHODS: tuple[str, ...] = ("abs", "erm", "erm_aug", "oracle")
 #: Model-selection metrics (on the val split).
 SELECT_BY: tuple[str, ...] = ("val_accuracy", "val_worst_group_accuracy")
 #: Fields a resumed run may change (resources, budget, bookkeeping); every other field must

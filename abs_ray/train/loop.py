@@ -33,6 +33,8 @@ from abs_ray.train.augment import (
     BackgroundBank,
     CropParams,
     apply_crop,
+    cutmix,
+    heavy_augment,
     sample_crop_params,
     sample_grid,
     swap_batch,
@@ -103,9 +105,10 @@ def train_step(
 
     ``abs``/``oracle``: add the batch's backgrounds to ``bank``, composite every sample's
     foreground on a class-uniformly drawn bank background (probability ``cfg.swap_prob``);
-    ``erm``: the original images. Then RandomResizedCrop + flip, forward, smoothed
-    cross-entropy, backward, optimizer step (skipped when ``optimizer`` is None, for timing
-    the forward/backward alone).
+    ``erm``: the original images; ``erm_aug``: the original images with colour jitter and
+    RandAugment, then CutMix after the crop. Then RandomResizedCrop + flip, forward, smoothed
+    cross-entropy (mixed over CutMix's two labels), backward, optimizer step (skipped when
+    ``optimizer`` is None, for timing the forward/backward alone).
 
     Args:
         model: classifier on the batch's device.
@@ -137,12 +140,22 @@ def train_step(
             cfg.feather_sigma,
         )
         swapped = mask.sum()
+    elif cfg.method == "erm_aug":
+        images = heavy_augment(images)
     crop = sample_crop_params(
         images.shape[0], images.shape[-2], images.shape[-1], cfg.crop_scale, cfg.hflip, generator
     )
     inputs = apply_crop(images, crop, size)
+    mix = None
+    if cfg.method == "erm_aug":
+        inputs, mix = cutmix(inputs, generator)
     logits = model(inputs)
     loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    if mix is not None and mix.lam < 1.0:
+        other = labels[mix.perm.to(labels.device)]
+        loss = mix.lam * loss + (1.0 - mix.lam) * F.cross_entropy(
+            logits, other, label_smoothing=cfg.label_smoothing
+        )
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -139,7 +139,7 @@ def test_sample_grid_layout():
     assert int(sheet[:4].max()) == 0 and int(sheet[4:].min()) == 255
 
 
-@pytest.mark.parametrize("method", ["abs", "erm"])
+@pytest.mark.parametrize("method", ["abs", "erm", "erm_aug"])
 def test_train_step_runs_on_the_device(device, method, tiny_samples):
     import numpy as np
 
@@ -164,3 +164,34 @@ def test_train_step_runs_on_the_device(device, method, tiny_samples):
         assert int(out.swapped) == 8 and len(bank) == 8
     else:
         assert int(out.swapped) == 0
+
+
+def test_cutmix_mixes_boxes_and_reports_the_mixed_fraction():
+    from abs_ray.train.augment import cutmix
+
+    images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 16, 16).contiguous()
+    gen = torch.Generator().manual_seed(0)
+    draws = [cutmix(images, gen, p=1.0) for _ in range(20)]
+    mixed = [(out, d) for out, d in draws if d.lam < 1.0]
+    assert mixed, "p=1 must mix"
+    for out, draw in mixed:
+        for i in range(4):
+            own = (out[i] == i).float().mean().item()
+            other = (out[i] == float(draw.perm[i])).float().mean().item()
+            if int(draw.perm[i]) != i:  # the box holds the partner's pixels, the rest its own
+                assert own == pytest.approx(draw.lam) and other == pytest.approx(1 - draw.lam)
+    # p=0 never mixes, and leaves the batch untouched.
+    out, draw = cutmix(images, gen, p=0.0)
+    assert draw.lam == 1.0 and torch.equal(out, images)
+
+
+def test_heavy_augment_keeps_shape_range_and_changes_pixels(device):
+    from abs_ray.train.augment import heavy_augment
+
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 32, 32, device=device)
+    out = heavy_augment(images)
+    assert out.shape == images.shape and out.device.type == device.type
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert not torch.allclose(out, images)
+
