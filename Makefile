@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lint birds assets clean
+.PHONY: run test venv lint birds assets clean bench-speed bench-quality bench-report
 
 # (Re)install when pyproject.toml changes; a half-made venv is rebuilt.
 $(STAMP): pyproject.toml
@@ -46,6 +46,25 @@ test: $(STAMP) assets
 ## The offline birds benchmark (Waterbirds layout) and its contact sheet, in data/birds.
 birds: $(STAMP)
 	$(PY) -m abs_ray.data.birds --out data/birds --contact-sheet data/birds/contact_sheet.png
+
+## Benchmarks (bench/): small mode by default (minutes on 2 cores), BENCH_FULL=1 for the full
+## one; BENCH_DEVICE=cuda runs the compositing and training-step suites on a GPU. Results go
+## to bench/results/*.json, then bench/report.py writes bench/results/README.md and the PNGs.
+BENCH_FULL ?=
+BENCH_DEVICE ?=
+bench-speed: $(STAMP)
+	$(PY) bench/composite.py $(if $(BENCH_FULL),--full,) $(if $(BENCH_DEVICE),--device $(BENCH_DEVICE),)
+	$(PY) bench/pipeline.py $(if $(BENCH_FULL),--full,)
+	$(PY) bench/train_step.py --threads 1 $(if $(BENCH_FULL),--steps 10 --setups resnet50:224:32 efficientnet_lite0:224:32,) $(if $(BENCH_DEVICE),--device $(BENCH_DEVICE),)
+	$(PY) bench/serve_load.py $(if $(BENCH_FULL),--requests 480,)
+	$(PY) bench/report.py
+
+bench-quality: $(STAMP)
+	$(PY) bench/quality.py $(if $(BENCH_FULL),--full,)
+	$(PY) bench/report.py
+
+bench-report: $(STAMP)
+	$(PY) bench/report.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check abs_ray jobs tests deployments bench k8s docker

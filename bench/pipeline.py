@@ -7,11 +7,12 @@ decode, resize, run the detector, build tight/loose masks, inpaint, encode the f
 2 CPUs. The ratio is Ray images/s over loop images/s.
 
 Ray's fixed cost (starting the actor processes, importing torch and the inpainter in each:
-~5 s on 2 busy cores) is inside the Ray figure; at 48 images it dominates, which is why the
-full mode uses enough images for the figure to be a throughput.
+~5 s on 2 busy cores) is inside the Ray figure; at a few dozen images it dominates, which is
+why both modes use enough images for the figure to be a throughput (192: ~3 min; 480: ~6 min
+on 2 cores).
 
 Usage:
-    python bench/pipeline.py                # small: 48 images at 224 px, patchmatch
+    python bench/pipeline.py                # small: 192 images at 224 px, patchmatch
     python bench/pipeline.py --full         # 480 images
     python bench/pipeline.py --images 96 --inpainter telea --cpus 1,2,4
 
@@ -94,7 +95,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--images", type=int, default=48)
+    p.add_argument("--images", type=int, default=192)
     p.add_argument("--full", action="store_true", help="480 images")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--inpainter", default="patchmatch")
