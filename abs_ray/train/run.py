@@ -46,7 +46,8 @@ def resolve_config(cfg: TrainConfig, info: DatasetInfo, gpus_available: float = 
     """Fill the run's open settings from the data and cluster, and check them against it.
 
     Fills ``run_name``, ``num_classes``, ``image_size``, ``use_gpu``, the MLflow tracking URI
-    and artifact location.
+    and artifact location, and makes local ``data``/``out`` paths absolute (Ray Train workers
+    run in their own working directory, where a relative path points elsewhere).
 
     Raises:
         ConfigError: ``oracle`` without true masks, worst-group selection without val group
@@ -78,14 +79,17 @@ def resolve_config(cfg: TrainConfig, info: DatasetInfo, gpus_available: float = 
             f"({cfg.batch_size})"
         )
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else gpus_available >= cfg.num_workers
+    out = cfg.out if is_remote(cfg.out) else join(cfg.out)
     return dataclasses.replace(
         cfg,
+        data=cfg.data if is_remote(cfg.data) else join(cfg.data),
+        out=out,
         run_name=cfg.resolved_run_name,
         num_classes=num_classes,
         image_size=cfg.image_size or info.image_size,
         use_gpu=bool(use_gpu),
-        mlflow_tracking_uri=resolve_tracking_uri(cfg.mlflow_tracking_uri, cfg.out),
-        mlflow_artifact_location=resolve_artifact_location(cfg.mlflow_artifact_location, cfg.out),
+        mlflow_tracking_uri=resolve_tracking_uri(cfg.mlflow_tracking_uri, out),
+        mlflow_artifact_location=resolve_artifact_location(cfg.mlflow_artifact_location, out),
     )
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.util
+import os
 import pathlib
 
 import pytest
@@ -38,7 +39,7 @@ def test_defaults_are_the_paper_recipe():
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"method": "mixup"}, "unknown method 'mixup'; known: abs, erm, oracle"),
+        ({"method": "mixup"}, "unknown method 'mixup'; known: abs, erm, erm_aug, oracle"),
         ({"backbone": "vgg16"}, "unknown classifier 'vgg16'; known"),
         ({"select_by": "test_accuracy"}, "unknown select_by"),
         ({"batch_size": 30, "num_workers": 4}, "multiple of num_workers"),
@@ -125,6 +126,14 @@ def test_checks_against_the_data(tiny_set, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="needs a group label"):
         resolve_config(worst, no_groups)
     assert resolve_config(worst, info).select_by == "val_worst_group_accuracy"
+    # Relative local paths become absolute: Ray Train workers run in another directory.
+    monkeypatch.chdir(tmp_path)
+    rel = resolve_config(TrainConfig(data=tiny_set, out="runs/t", batch_size=8), info)
+    assert rel.out == str(tmp_path / "runs" / "t") and os.path.isabs(rel.data)
+    assert rel.mlflow_tracking_uri == f"sqlite:///{tmp_path}/runs/t/mlflow.db"
+    remote = TrainConfig(data=tiny_set, out="s3://b/t", batch_size=8, mlflow_tracking_uri="x")
+    s3_out = resolve_config(remote, info)
+    assert s3_out.out == "s3://b/t"
     with pytest.raises(DatasetError, match="no val rows"):
         resolve_config(cfg, dataclasses.replace(info, counts={"train": 32}))
     with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI"):
