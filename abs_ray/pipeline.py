@@ -331,7 +331,51 @@ def run_detector_stage(cfg: PipelineConfig, manifest, s3: S3Options) -> tuple[st
         metrics["seconds"]["total"],
         {k: held.get(k) for k in ("balanced_patch_accuracy", "mask_iou")},
     )
+    accuracy = held.get("balanced_patch_accuracy")
+    if accuracy is not None and accuracy < WEAK_DETECTOR:
+        logger.warning(
+            "the detector's held-out balanced patch accuracy is %.2f (0.5 = chance): it hardly "
+            "tells foreground from background; see %s. More labelled images, a coarser grid "
+            "or more training time usually help.",
+            accuracy,
+            join(out, "mask_sheet.png"),
+        )
     return checkpoint, metrics
+
+
+#: Held-out balanced patch accuracy below which the pipeline warns about the detector.
+WEAK_DETECTOR = 0.55
+#: Share of images without any foreground above which the pipeline warns.
+EMPTY_MASK_WARNING = 0.25
+
+
+def mask_summary(fractions: list[float]) -> dict:
+    """Foreground share of the written rows; warns when many masks are empty.
+
+    An image whose tight mask is empty gives ``abs`` training nothing to paste: the swap shows
+    a background alone under the image's label. A detector that finds nothing (too few labels,
+    a grid too fine for the image size) turns ``abs`` into training on backgrounds.
+
+    >>> mask_summary([0.0, 0.2, 0.4, 0.0])["empty_share"]
+    0.5
+    """
+    if not fractions:
+        return {"rows": 0, "mean_foreground_fraction": None, "empty_share": None}
+    values = np.asarray(fractions, np.float64)
+    empty = float((values <= 0).mean())
+    out = {
+        "rows": len(values),
+        "mean_foreground_fraction": round(float(values.mean()), 4),
+        "empty_share": round(empty, 4),
+    }
+    if empty > EMPTY_MASK_WARNING:
+        logger.warning(
+            "%.0f %% of the images have an empty foreground mask: swaps would paste nothing "
+            "there. Check the detector's held-out metrics (detector/metrics.json, "
+            "mask_sheet.png); label more images, use a coarser grid or a lower tight threshold.",
+            100 * empty,
+        )
+    return out
 
 
 def run_disentangle_stage(
@@ -350,6 +394,7 @@ def run_disentangle_stage(
     from abs_ray.stages.sink import (
         SplitParquetSink,
         clear_outputs,
+        read_column,
         read_ids,
         unique_count,
         write_empty_errors,
@@ -460,6 +505,7 @@ def run_disentangle_stage(
         )
     if counts["ok"] + counts["errors"] != counts["input"]:
         logger.error("counts do not add up: %s", counts)
+    masks = mask_summary(read_column(join(cfg.out, "data"), "foreground_fraction", s3))
     seconds = {
         "disentangle_wall": round(wall, 2),
         **{k: round(v, 2) for k, v in sink.result["seconds"].items()},
@@ -496,6 +542,7 @@ def run_disentangle_stage(
     )
     return {
         "counts": counts,
+        "masks": masks,
         "processed_this_run": {"rows": len(todo), **{k: sink.result[k] for k in ("ok", "errors")}},
         "seconds": {**summary["seconds"], **seconds},
         "images_per_s": rates,

@@ -109,6 +109,15 @@ def _check_outputs(out, damaged, s3=None):
     bg = decode_image(rows["background_png"].iloc[0])
     assert fg.shape == (32, 32, 4) and bg.shape == (32, 32, 3)
     assert len(rows["patch_prob"].iloc[0]) == 8 * 8
+    # foreground_fraction is the share of the tight alpha, and the summary reports it.
+    alphas = [decode_image(b, alpha=True)[..., 3] for b in rows["foreground_png"]]
+    np.testing.assert_allclose(
+        rows["foreground_fraction"], [float((a > 0).mean()) for a in alphas], atol=1e-6
+    )
+    assert summary["masks"]["rows"] == len(rows)
+    assert summary["masks"]["empty_share"] == pytest.approx(
+        float((rows["foreground_fraction"] == 0).mean()), abs=1e-4
+    )
     assert summary["detector_checkpoint"] == join(out, "detector", "detector.pt")
     assert decode_image(read_bytes(join(out, "swap_preview.png"), s3)).shape[0] == 3 * 32
     return summary

@@ -224,7 +224,9 @@ def encode_outputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Task stage: pixels → PNG bytes; drops the raw arrays.
 
     Adds ``foreground_png`` (RGBA: the image with the tight alpha), ``background_png`` (RGB),
-    ``patch_prob`` (G² float32, row-major ``P(background)``) and ``height``/``width``.
+    ``patch_prob`` (G² float32, row-major ``P(background)``), ``height``/``width`` and
+    ``foreground_fraction`` (the share of pixels in the tight alpha: 0 means the detector found
+    no object, and a swap would paste nothing).
 
     >>> b = {"image_uri": np.array(["x"]), "error_type": np.array([""]),
     ...      "error_stage": np.array([""]), "error_message": np.array([""]),
@@ -251,4 +253,7 @@ def encode_outputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out["patch_prob"] = prob.reshape(n, -1).astype(np.float32)
     out["foreground_png"], out["background_png"] = fg, bg
     out["height"], out["width"] = np.full(n, h), np.full(n, w)
+    out["foreground_fraction"] = (
+        (np.asarray(batch["alpha"]).reshape(n, -1) > 0).mean(axis=1).astype(np.float32)
+    )
     return out

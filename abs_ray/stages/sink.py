@@ -150,18 +150,29 @@ def read_ids(folder: str, s3: S3Options | None = None, drop_unreadable: bool = T
     A file that cannot be read (e.g. copied in by hand and cut short) is deleted when
     ``drop_unreadable``, so its rows are redone, and logged.
     """
+    return read_column(folder, "id", s3, drop_unreadable)
+
+
+def read_column(
+    folder: str, column: str, s3: S3Options | None = None, drop_unreadable: bool = True
+) -> list:
+    """One column of every Parquet file under ``folder``; files without it add nothing.
+
+    Unreadable files: as :func:`read_ids`.
+    """
     if not exists(folder, s3):
         return []
     try:
         files = list_files(folder, suffixes=[".parquet"], s3=s3)
     except StorageNotFoundError:
         return []
-    ids: list[str] = []
+    ids: list = []
     for uri in files:
         try:
-            ids.extend(
-                pq.read_table(io.BytesIO(read_bytes(uri, s3)), columns=["id"])["id"].to_pylist()
-            )
+            data = io.BytesIO(read_bytes(uri, s3))
+            if column not in pq.read_schema(data).names:
+                continue
+            ids.extend(pq.read_table(data, columns=[column])[column].to_pylist())
         except (pa.ArrowException, OSError) as exc:
             if not drop_unreadable:
                 raise

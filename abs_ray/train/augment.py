@@ -371,4 +371,3 @@ def heavy_augment(images: torch.Tensor) -> torch.Tensor:
         )
     pipe = _HEAVY["pipe"].to(images.device)
     return pipe(images).clamp_(0.0, 1.0)
-

@@ -194,4 +194,3 @@ def test_heavy_augment_keeps_shape_range_and_changes_pixels(device):
     assert out.shape == images.shape and out.device.type == device.type
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     assert not torch.allclose(out, images)
-
