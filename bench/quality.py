@@ -17,7 +17,7 @@ Data, training on Ray Train. Seeds vary the classifier's initialisation, shuffli
 and crops; the benchmark images and the detectors are the same for every seed.
 
 Usage:
-    python bench/quality.py            # small: 128 px, ~30-40 min on 2 CPU cores
+    python bench/quality.py            # small: 128 px, ~25 min on 2 CPU cores
     python bench/quality.py --full     # 224 px, grid 16, more data and epochs (hours on CPU)
     python bench/quality.py --only main --seeds 0
 

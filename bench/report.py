@@ -62,7 +62,10 @@ def mean_std(entry: Any, digits: int = 3) -> str:
     mean, std = get(entry, "mean"), get(entry, "std")
     if mean is None:
         return DASH
-    return fmt(mean, digits) + ("" if std is None else f" ± {fmt(std, digits)}")
+    values = get(entry, "values")
+    if std is None or (isinstance(values, list) and len(values) == 1):  # one seed: no spread
+        return fmt(mean, digits)
+    return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
 
 
 def table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -418,9 +421,14 @@ def quality_section(r: dict) -> list[str]:
             continue
         lines += [f"Ablation: `{name}` (abs)", ""]
         lines += table(
-            [name, "worst-group", "accuracy"],
+            [name, "seeds", "worst-group", "accuracy"],
             [
-                [k, mean_std(get(block, k, "worst_group")), mean_std(get(block, k, "accuracy"))]
+                [
+                    k,
+                    len(get(block, k, "seeds") or []) or DASH,
+                    mean_std(get(block, k, "worst_group")),
+                    mean_std(get(block, k, "accuracy")),
+                ]
                 for k in _keys(block)
             ],
         )
