@@ -20,9 +20,11 @@ Usage:
     python bench/quality.py            # small: 128 px, ~25 min on 2 CPU cores
     python bench/quality.py --full     # 224 px, grid 16, more data and epochs (hours on CPU)
     python bench/quality.py --only main --seeds 0
+    python bench/quality.py --only main --set size=224 --set grid=16 --out bench/results/quality-224.json
 
-Writes ``bench/results/quality.json`` (``--out``); work folders go to ``runs/bench-quality``
-(``--work``; reused: a finished pipeline output or training run is not redone).
+Writes ``bench/results/quality.json`` (``--out``; ``bench/report.py`` shows every
+``quality*.json``); work folders go to ``runs/bench-quality`` (``--work``; reused: a finished
+pipeline output or training run is not redone, so give other settings another ``--work``).
 """
 
 from __future__ import annotations
@@ -251,6 +253,11 @@ def main(args: argparse.Namespace) -> dict:
     from abs_ray.data.birds import GROUP_NAMES
 
     mode = dict(MODES["full" if args.full else "small"])
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if key not in mode or not value:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(mode)}")
+        mode[key] = type(mode[key])(json.loads(value))
     if args.seeds:
         mode["seeds"] = mode["ablation_seeds"] = tuple(int(s) for s in args.seeds.split(","))
     only = set(args.only.split(","))
@@ -263,7 +270,8 @@ def main(args: argparse.Namespace) -> dict:
     DataContext.get_current().enable_progress_bars = False
     main_variant = Variant(mode["num_labelled"], mode["grid"], mode["inpainters"][0])
     result: dict = {
-        "mode": "full" if args.full else "small",
+        "mode": ("full" if args.full else "small")
+        + (" + " + " ".join(args.set) if args.set else ""),
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in mode.items()},
         "main": {},
         "ablations": {},
@@ -316,6 +324,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--only",
         default="main,inpainter,num_labelled,grid",
         help="what to run: main, inpainter, num_labelled, grid, ablations",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a setting of the mode (JSON value), e.g. --set size=224 --set grid=16",
     )
     p.add_argument("--work", default="runs/bench-quality")
     p.add_argument("--out", default="bench/results/quality.json")

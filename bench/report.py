@@ -607,11 +607,14 @@ def build(folder: Path) -> list[Path]:
         inpainters_section(results["inpainters"]) if "inpainters" in results else ["not run", ""]
     )
     lines += ["## Quality (`bench/quality.py`)", ""]
-    if "quality" in results:
-        lines += ["![quality](quality.png)", ""] + quality_section(results["quality"])
-        plot_quality(results["quality"], folder / "quality.png")
-        written.append(folder / "quality.png")
-    else:
+    quality = sorted(k for k in results if k == "quality" or k.startswith("quality-"))
+    for key in quality:
+        if key != "quality":
+            lines += [f"### `{key}.json`", ""]
+        lines += [f"![{key}]({key}.png)", ""] + quality_section(results[key])
+        plot_quality(results[key], folder / f"{key}.png")
+        written.append(folder / f"{key}.png")
+    if not quality:
         lines += ["not run", ""]
     plot_speed(results, folder / "speed.png")
     written.append(folder / "speed.png")
