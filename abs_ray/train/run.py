@@ -99,6 +99,10 @@ def _check_resume(cfg: TrainConfig, run_dir: str, s3: S3Options) -> dict[str, An
     if not exists(stored_uri, s3):
         return None
     stored = json.loads(read_text(stored_uri, s3))
+    for key in ("data", "out"):  # runs stored before local paths were made absolute
+        value = stored.get(key)
+        if isinstance(value, str) and not is_remote(value):
+            stored[key] = join(value)
     changes = cfg.changes_from(stored)
     if changes:
         listed = "; ".join(

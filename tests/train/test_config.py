@@ -138,3 +138,24 @@ def test_checks_against_the_data(tiny_set, tmp_path, monkeypatch):
         resolve_config(cfg, dataclasses.replace(info, counts={"train": 32}))
     with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI"):
         resolve_config(TrainConfig(data=tiny_set, out="s3://b/train", batch_size=8), info)
+
+
+def test_a_run_stored_with_relative_paths_still_resumes(tiny_set, tmp_path, monkeypatch):
+    import json
+
+    from abs_ray.io import S3Options
+    from abs_ray.train.run import _check_resume
+
+    monkeypatch.chdir(tmp_path)
+    info = scan_disentangled(tiny_set)
+    cfg = resolve_config(
+        TrainConfig(data=tiny_set, out="runs/t", batch_size=8, mlflow_tracking_uri="x"), info
+    )
+    stored = {**cfg.to_dict(), "out": "runs/t"}  # as written before paths were made absolute
+    run_dir = tmp_path / "runs" / "t" / cfg.run_name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    assert _check_resume(cfg, str(run_dir), S3Options()) is None
+    (run_dir / "config.json").write_text(json.dumps({**stored, "out": "runs/other"}))
+    with pytest.raises(ConfigError, match="exists with other settings"):
+        _check_resume(cfg, str(run_dir), S3Options())
