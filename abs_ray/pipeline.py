@@ -403,7 +403,7 @@ def run_disentangle_stage(
     from abs_ray.stages.sink import (
         SplitParquetSink,
         clear_outputs,
-        read_column,
+        read_columns,
         read_ids,
         unique_count,
         write_empty_errors,
@@ -501,7 +501,10 @@ def run_disentangle_stage(
         ds.write_datasink(sink)
     wall = time.perf_counter() - t0
 
-    ok_ids = read_ids(join(cfg.out, "data"), s3, drop_unreadable=False)
+    written = read_columns(
+        join(cfg.out, "data"), ("id", "foreground_fraction"), s3, drop_unreadable=False
+    )
+    ok_ids = written["id"]
     err_ids = read_ids(join(cfg.out, "errors"), s3, drop_unreadable=False)
     if not err_ids and not exists(join(cfg.out, "errors"), s3):
         write_empty_errors(cfg.out, s3)
@@ -514,7 +517,7 @@ def run_disentangle_stage(
         )
     if counts["ok"] + counts["errors"] != counts["input"]:
         logger.error("counts do not add up: %s", counts)
-    masks = mask_summary(read_column(join(cfg.out, "data"), "foreground_fraction", s3))
+    masks = mask_summary(written["foreground_fraction"])
     seconds = {
         "disentangle_wall": round(wall, 2),
         **{k: round(v, 2) for k, v in sink.result["seconds"].items()},

@@ -150,29 +150,29 @@ def read_ids(folder: str, s3: S3Options | None = None, drop_unreadable: bool = T
     A file that cannot be read (e.g. copied in by hand and cut short) is deleted when
     ``drop_unreadable``, so its rows are redone, and logged.
     """
-    return read_column(folder, "id", s3, drop_unreadable)
+    return read_columns(folder, ("id",), s3, drop_unreadable)["id"]
 
 
-def read_column(
-    folder: str, column: str, s3: S3Options | None = None, drop_unreadable: bool = True
-) -> list:
-    """One column of every Parquet file under ``folder``; files without it add nothing.
+def read_columns(
+    folder: str, columns: Sequence[str], s3: S3Options | None = None, drop_unreadable: bool = True
+) -> dict[str, list]:
+    """Some columns of every Parquet file under ``folder``, each file read once.
 
+    A column a file lacks (written by an older version) adds nothing for that file.
     Unreadable files: as :func:`read_ids`.
     """
+    out: dict[str, list] = {c: [] for c in columns}
     if not exists(folder, s3):
-        return []
+        return out
     try:
         files = list_files(folder, suffixes=[".parquet"], s3=s3)
     except StorageNotFoundError:
-        return []
-    ids: list = []
+        return out
     for uri in files:
         try:
             data = io.BytesIO(read_bytes(uri, s3))
-            if column not in pq.read_schema(data).names:
-                continue
-            ids.extend(pq.read_table(data, columns=[column])[column].to_pylist())
+            present = [c for c in columns if c in pq.read_schema(data).names]
+            table = pq.read_table(data, columns=present)
         except (pa.ArrowException, OSError) as exc:
             if not drop_unreadable:
                 raise
@@ -180,7 +180,10 @@ def read_column(
                 "dropping unreadable output file %s (%s); its rows will be redone", uri, exc
             )
             delete(uri, s3)
-    return ids
+            continue
+        for c in present:
+            out[c].extend(table[c].to_pylist())
+    return out
 
 
 def clear_outputs(out: str, folders: Sequence[str], s3: S3Options | None = None) -> None:

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -352,7 +353,15 @@ def cutmix(
     return out, CutMix(perm, 1.0 - bh * bw / (h * w))
 
 
-_HEAVY: dict[str, torch.nn.Module] = {}
+@functools.cache
+def _heavy_pipeline() -> torch.nn.Module:
+    import kornia.augmentation as K
+    from kornia.augmentation.auto import RandAugment
+
+    return torch.nn.Sequential(
+        K.ColorJiggle(*COLOR_JITTER, p=COLOR_JITTER_P),
+        RandAugment(n=RANDAUGMENT_N, m=RANDAUGMENT_M),
+    )
 
 
 def heavy_augment(images: torch.Tensor) -> torch.Tensor:
@@ -361,13 +370,4 @@ def heavy_augment(images: torch.Tensor) -> torch.Tensor:
     Args:
         images: ``(B, 3, H, W)`` float in ``[0, 1]``.
     """
-    import kornia.augmentation as K
-    from kornia.augmentation.auto import RandAugment
-
-    if "pipe" not in _HEAVY:
-        _HEAVY["pipe"] = torch.nn.Sequential(
-            K.ColorJiggle(*COLOR_JITTER, p=COLOR_JITTER_P),
-            RandAugment(n=RANDAUGMENT_N, m=RANDAUGMENT_M),
-        )
-    pipe = _HEAVY["pipe"].to(images.device)
-    return pipe(images).clamp_(0.0, 1.0)
+    return _heavy_pipeline().to(images.device)(images).clamp_(0.0, 1.0)
