@@ -34,7 +34,9 @@ PARTS_ORDER = (
     "sample_swap_params",
     "gather_backgrounds",
     "warp_foreground",
+    "paste_foregrounds",
     "swap_backgrounds",
+    "grid_sample_alone",
 )
 
 
@@ -276,11 +278,19 @@ def composite_section(r: dict) -> list[str]:
     if parts:
         lines += [
             "Where the batched side's time goes (ms per batch, each part timed alone; "
-            "`swap_backgrounds` includes `warp_foreground`):",
+            "`paste_foregrounds` includes `warp_foreground`; `grid_sample_alone` is torch's "
+            "bilinear resampling of the batch by itself, the kernel any batched warp runs):",
             "",
         ]
         order = [k for k in PARTS_ORDER if k in parts] + [k for k in parts if k not in PARTS_ORDER]
         lines += table(order, [[fmt(parts[k], 1) for k in order]])
+        budget = get(r, "by_threads", str(get(r, "headline", "torch_threads", default=1)),
+                     "goal_ms_per_batch")  # fmt: skip
+        if budget is not None:
+            lines += [
+                f"The goal allows {fmt(budget, 1)} ms per batch against this loop.",
+                "",
+            ]
     return lines
 
 

@@ -10,8 +10,12 @@ excluded ones are listed with the reason).
 As in Waterbirds: ``y`` 0 = landbird, 1 = waterbird; ``place`` 0 = land, 1 = water; group =
 ``y * 2 + place``. Train is 100 % correlated by default (every waterbird on water, every
 landbird on land), val follows the train distribution (``val_correlation`` changes it),
-test has the four groups in equal numbers. Birds and photos are split between train, val
-and test, so val and test only show birds and photos never seen in training.
+test has the four groups in equal numbers. Photos are always split between train, val and
+test. Birds are too by default (``bird_split="held_out"``: val and test show only species never
+seen in training, a harder, domain-generalisation test); ``bird_split="shared"`` lets every
+split use every bird, as Waterbirds does (its test birds are new photos of the training
+species), so that test accuracy measures reliance on the background rather than transfer to
+new species.
 
 The packages are GPL/LGPL/CC: :func:`fetch_assets` installs or extracts them at run time;
 they and the built images are never committed.
@@ -49,6 +53,7 @@ from abs_ray.io import S3Options, decode_image, encode_png, read_bytes, write_by
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BIRD_SPLITS",
     "BIRD_STAMPS",
     "DEFAULT_CACHE_DIR",
     "GROUP_NAMES",
@@ -175,6 +180,8 @@ PHOTOS: dict[str, tuple[str, int]] = {
 }
 
 _SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
+#: Values of :attr:`BirdsConfig.bird_split`.
+BIRD_SPLITS: tuple[str, ...] = ("held_out", "shared")
 
 
 # --- assets --------------------------------------------------------------------------------
@@ -557,6 +564,9 @@ class BirdsConfig:
         scale_range: bird's longer side, as fractions of the image side.
         image_format: ``"jpg"`` (small) or ``"png"`` (lossless); masks are always PNG.
         backgrounds: also write each sample's clean background (an oracle inpainting).
+        bird_split: ``"held_out"`` (birds split by ``asset_split`` like the photos: val and
+            test birds are unseen species) or ``"shared"`` (every split uses every bird; only
+            the photos are held out).
 
     Raises:
         ConfigError: a value is out of range.
@@ -574,6 +584,7 @@ class BirdsConfig:
     scale_range: tuple[float, float] = (0.45, 0.75)
     image_format: str = "jpg"
     backgrounds: bool = True
+    bird_split: str = "held_out"
 
     def __post_init__(self) -> None:
         for name in ("n_train", "n_val", "n_test"):
@@ -595,6 +606,8 @@ class BirdsConfig:
                 raise ConfigError(f"{name} must satisfy 0 < low <= high <= 1, got {(low, high)}")
         if self.image_format not in ("jpg", "png"):
             raise ConfigError(f"image_format must be 'jpg' or 'png', got {self.image_format!r}")
+        if self.bird_split not in BIRD_SPLITS:
+            raise ConfigError(f"bird_split must be one of {BIRD_SPLITS}, got {self.bird_split!r}")
 
     @classmethod
     def tiny(cls, seed: int = 0, **overrides) -> BirdsConfig:
@@ -629,8 +642,8 @@ def _cycle(items: Sequence[Asset], rng: np.random.Generator) -> Iterator[Asset]:
 def build_birds(cfg: BirdsConfig, assets: BirdAssets) -> Iterator[Sample]:
     """Yield the benchmark's samples: train, then val, then test.
 
-    Birds and photos are split by :func:`split_assets` (``cfg.asset_split``, ``cfg.seed``);
-    within a split every bird and photo of a kind is used about equally often.
+    Photos (and, unless ``cfg.bird_split == "shared"``, birds) are split by
+    :func:`split_assets` (``cfg.asset_split``, ``cfg.seed``); within a split every bird and photo of a kind is used about equally often.
 
     Args:
         cfg: benchmark settings.
@@ -646,6 +659,8 @@ def build_birds(cfg: BirdsConfig, assets: BirdAssets) -> Iterator[Sample]:
         DatasetError: an asset file cannot be read.
     """
     parts = split_assets(assets, cfg.asset_split, cfg.seed)
+    if cfg.bird_split == "shared":
+        parts = {s: dataclasses.replace(p, birds=assets.birds) for s, p in parts.items()}
     short_side = math.ceil(cfg.size / cfg.crop_range[0])
     stamps: dict[str, np.ndarray] = {}
     photos: dict[str, np.ndarray] = {}
@@ -840,6 +855,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--image-format", choices=("jpg", "png"), default=defaults.image_format)
     parser.add_argument(
+        "--bird-split",
+        choices=BIRD_SPLITS,
+        default=defaults.bird_split,
+        help="held_out: val/test birds are unseen species; shared: every split uses every "
+        "bird, only photos are held out (as Waterbirds)",
+    )
+    parser.add_argument(
         "--no-backgrounds", action="store_true", help="do not write clean backgrounds"
     )
     parser.add_argument(
@@ -866,6 +888,7 @@ def _config_from_args(args: argparse.Namespace) -> BirdsConfig:
         "val_correlation": args.val_correlation,
         "image_format": args.image_format,
         "backgrounds": not args.no_backgrounds,
+        "bird_split": args.bird_split,
     }
     if args.tiny:  # tiny sets the sizes and the format; the other options still apply
         sized = ("size", "n_train", "n_val", "n_test", "image_format")

@@ -24,8 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from kornia.geometry.transform import get_affine_matrix2d, warp_affine
+from kornia.geometry.transform import get_affine_matrix2d
 from torch import nn
+from torch.nn import functional as F
 
 from abs_ray.errors import ConfigError
 from abs_ray.ops.masks import feather_mask
@@ -34,6 +35,7 @@ __all__ = [
     "BackgroundSwap",
     "SwapConfig",
     "SwapParams",
+    "paste_foregrounds",
     "sample_swap_params",
     "swap_backgrounds",
     "warp_foreground",
@@ -450,6 +452,56 @@ def _check_batch(fg: object, alpha: object, params: object) -> None:
         raise ConfigError(f"params are on {params.device}, fg on {fg.device}")
 
 
+def _sampling_grid(alpha: torch.Tensor, params: SwapParams, dtype: torch.dtype) -> torch.Tensor:
+    """``grid_sample``'s ``(B, H, W, 2)`` grid (``align_corners=True``) for each sample's
+    transform about its box centre: where each output pixel takes its value from.
+
+    The same grid kornia's ``warp_affine`` builds, written straight from the inverse matrix
+    (two multiply-adds per coordinate, no ``affine_grid`` batch matmul), once for the image
+    and the alpha together.
+    """
+    batch, _, height, width = alpha.shape
+    device = alpha.device
+    # float32 at least (kornia's precision), float64 only for float64 images (no float64 on
+    # some accelerators): everything stays on the images' device.
+    work = torch.promote_types(dtype, torch.float32)
+    boxes, _ = _foreground_boxes(alpha)
+    center = torch.stack(
+        [(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], dim=1
+    ).to(work)
+    scale = params.scale.to(work)
+    forward = get_affine_matrix2d(
+        translations=params.translate.to(work),
+        center=center,
+        scale=torch.stack([scale, scale], dim=1),
+        angle=params.angle.to(work),
+    )
+    # Output pixel -> source pixel: invert [A | t] as [A^-1 | -A^-1 t] (A is 2x2).
+    a, b, c, d = forward[:, 0, 0], forward[:, 0, 1], forward[:, 1, 0], forward[:, 1, 1]
+    det = a * d - b * c
+    linear = torch.stack([torch.stack([d, -b], 1), torch.stack([-c, a], 1)], 1) / det[:, None, None]
+    shift = -(linear @ forward[:, :2, 2:])
+    inverse = torch.cat([linear, shift], dim=2)  # (B, 2, 3)
+    # Fold grid_sample's normalisation (pixel 0 -> -1, pixel size - 1 -> +1) into the matrix.
+    norm = torch.tensor(
+        [2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=work, device=device
+    )
+    coef = inverse * norm[None, :, None]
+    coef[:, :, 2] -= 1.0
+    coef = coef.to(dtype)
+    xs = torch.arange(width, device=device, dtype=dtype)
+    ys = torch.arange(height, device=device, dtype=dtype)
+    grid = torch.empty(batch, height, width, 2, device=device, dtype=dtype)
+    for k in range(2):  # grid[..., k] = coef[k, 0] * x + (coef[k, 1] * y + coef[k, 2])
+        rows = torch.addcmul(coef[:, k, 2, None], coef[:, k, 1, None], ys)  # (B, H)
+        torch.add(coef[:, k, 0, None, None] * xs, rows[:, :, None], out=grid[..., k])
+    return grid
+
+
+def _identity_rows(params: SwapParams) -> torch.Tensor:
+    return (params.scale == 1) & (params.angle == 0) & (params.translate == 0).all(dim=1)
+
+
 def warp_foreground(
     fg: torch.Tensor, alpha: torch.Tensor, params: SwapParams
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -457,8 +509,8 @@ def warp_foreground(
 
     The transform is about the centre of the box of ``alpha > 0`` (see the module docstring).
     The image is resampled bilinearly (border values outside), the alpha nearest-neighbour
-    (zeros outside) so a hard 0/1 alpha stays hard. Samples with identity params
-    (scale 1, angle 0, no shift) are returned exactly unchanged.
+    (zeros outside) so a hard 0/1 alpha stays hard; both read one sampling grid. Samples with
+    identity params (scale 1, angle 0, no shift) are returned exactly unchanged.
 
     Args:
         fg: ``(B, C, H, W)`` float image in ``[0, 1]``: the full source image, not
@@ -479,31 +531,104 @@ def warp_foreground(
         True
     """
     _check_batch(fg, alpha, params)
-    batch, _, height, width = fg.shape
-    dtype = fg.dtype
-    boxes, _ = _foreground_boxes(alpha)
-    center = torch.stack(
-        [(boxes[:, 0] + boxes[:, 2]).to(dtype) / 2, (boxes[:, 1] + boxes[:, 3]).to(dtype) / 2],
-        dim=1,
+    grid = _sampling_grid(alpha, params, fg.dtype)
+    warped_fg = F.grid_sample(fg, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    warped_alpha = F.grid_sample(
+        alpha, grid, mode="nearest", padding_mode="zeros", align_corners=True
     )
-    scale = params.scale.to(dtype)
-    matrix = get_affine_matrix2d(
-        translations=params.translate.to(dtype),
-        center=center,
-        scale=torch.stack([scale, scale], dim=1),
-        angle=params.angle.to(dtype),
-    )[:, :2, :]
-    warped_fg = warp_affine(
-        fg, matrix, (height, width), mode="bilinear", padding_mode="border", align_corners=True
-    )
-    warped_alpha = warp_affine(
-        alpha, matrix, (height, width), mode="nearest", padding_mode="zeros", align_corners=True
-    )
-    # Resampling at unmoved pixel centres is off by ~1e-6; make the identity an exact no-op.
-    identity = (
-        (params.scale == 1) & (params.angle == 0) & (params.translate == 0).all(dim=1)
-    ).view(batch, 1, 1, 1)
-    return torch.where(identity, fg, warped_fg), torch.where(identity, alpha, warped_alpha)
+    # Resampling at unmoved pixel centres is off by ~1e-6; make the identity an exact no-op
+    # (only where there is one: p = 1 training draws none, and the copy costs a full frame).
+    identity = _identity_rows(params)
+    if bool(identity.any()):
+        keep = identity.view(-1, 1, 1, 1)
+        warped_fg = torch.where(keep, fg, warped_fg)
+        warped_alpha = torch.where(keep, alpha, warped_alpha)
+    return warped_fg, warped_alpha
+
+
+def _check_backgrounds(fg: torch.Tensor, backgrounds: object) -> torch.Tensor:
+    if not isinstance(backgrounds, torch.Tensor) or backgrounds.ndim != 4:
+        raise ConfigError(
+            f"backgrounds must be an (N, 3, H, W) tensor, got {_describe(backgrounds)}"
+        )
+    if backgrounds.shape[1:] != fg.shape[1:]:
+        raise ConfigError(
+            f"backgrounds shape {tuple(backgrounds.shape)} must be (N, C, H, W) matching fg "
+            f"{tuple(fg.shape)}"
+        )
+    if backgrounds.dtype != fg.dtype or backgrounds.device != fg.device:
+        raise ConfigError(
+            f"backgrounds ({backgrounds.dtype}, {backgrounds.device}) must match fg "
+            f"({fg.dtype}, {fg.device})"
+        )
+    return backgrounds
+
+
+def _paste(
+    fg: torch.Tensor,
+    alpha: torch.Tensor,
+    out: torch.Tensor,
+    params: SwapParams,
+    feather_sigma: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp and blend onto ``out`` (one background per sample), in place; checked inputs."""
+    if not _is_number(feather_sigma) or feather_sigma < 0:
+        raise ConfigError(f"feather_sigma must be a number >= 0, got {feather_sigma!r}")
+    warped_fg, warped_alpha = warp_foreground(fg, alpha, params)
+    used_alpha = warped_alpha
+    if feather_sigma != 0:
+        used_alpha = feather_mask(warped_alpha, feather_sigma) * warped_alpha
+    # lerp is exact at 0 and 1: a hard alpha copies foreground or background bit for bit.
+    return out.lerp_(warped_fg, used_alpha), used_alpha
+
+
+def paste_foregrounds(
+    fg: torch.Tensor,
+    alpha: torch.Tensor,
+    backgrounds: torch.Tensor,
+    params: SwapParams,
+    feather_sigma: float = 0.0,
+    *,
+    inplace: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`swap_backgrounds` with the backgrounds already chosen: sample ``i`` goes on
+    ``backgrounds[i]`` (``params.bg_index`` is not used).
+
+    With ``inplace=True`` the composites are written into ``backgrounds`` (which must then be
+    a tensor the caller owns, e.g. fresh from a gather) and no full-frame copy is made.
+
+    Args:
+        fg: ``(B, 3, H, W)`` float image in ``[0, 1]``.
+        alpha: ``(B, 1, H, W)`` float alpha in ``[0, 1]``.
+        backgrounds: ``(B, 3, H, W)`` float backgrounds in ``[0, 1]``, same dtype and device.
+        params: :class:`SwapParams` for ``B`` samples.
+        feather_sigma: inward feathering sigma in pixels, ``>= 0``.
+        inplace: write into ``backgrounds``.
+
+    Returns:
+        ``(images, used_alpha)`` as :func:`swap_backgrounds`.
+
+    Raises:
+        ConfigError: on shape, dtype, device or batch-size mismatches, or a negative
+            ``feather_sigma``.
+
+    Example:
+        >>> fg, bg = torch.ones(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+        >>> alpha = torch.zeros(1, 1, 4, 4)
+        >>> alpha[..., 1:3, 1:3] = 1.0
+        >>> images, _ = paste_foregrounds(fg, alpha, bg, SwapParams.identity(torch.tensor([0])))
+        >>> int(images.sum()), int(bg.sum())
+        (12, 0)
+    """
+    _check_batch(fg, alpha, params)
+    _check_backgrounds(fg, backgrounds)
+    if backgrounds.shape[0] != fg.shape[0]:
+        raise ConfigError(
+            f"backgrounds must hold one background per sample ({fg.shape[0]}), "
+            f"got {backgrounds.shape[0]}"
+        )
+    out = backgrounds if inplace else backgrounds.clone()
+    return _paste(fg, alpha, out, params, feather_sigma)
 
 
 def swap_backgrounds(
@@ -549,20 +674,7 @@ def swap_backgrounds(
                 [0., 0., 0., 0.]])
     """
     _check_batch(fg, alpha, params)
-    if not isinstance(backgrounds, torch.Tensor) or backgrounds.ndim != 4:
-        raise ConfigError(
-            f"backgrounds must be an (N, 3, H, W) tensor, got {_describe(backgrounds)}"
-        )
-    if backgrounds.shape[1:] != fg.shape[1:]:
-        raise ConfigError(
-            f"backgrounds shape {tuple(backgrounds.shape)} must be (N, C, H, W) matching fg "
-            f"{tuple(fg.shape)}"
-        )
-    if backgrounds.dtype != fg.dtype or backgrounds.device != fg.device:
-        raise ConfigError(
-            f"backgrounds ({backgrounds.dtype}, {backgrounds.device}) must match fg "
-            f"({fg.dtype}, {fg.device})"
-        )
+    _check_backgrounds(fg, backgrounds)
     n_bank = backgrounds.shape[0]
     if len(params):
         low, high = int(params.bg_index.min()), int(params.bg_index.max())
@@ -570,13 +682,8 @@ def swap_backgrounds(
             raise ConfigError(
                 f"params.bg_index must be in [0, {n_bank}), got range [{low}, {high}]"
             )
-    warped_fg, warped_alpha = warp_foreground(fg, alpha, params)
-    used_alpha = warped_alpha
-    if feather_sigma != 0:
-        used_alpha = feather_mask(warped_alpha, feather_sigma) * warped_alpha
-    chosen = backgrounds[params.bg_index]
-    images = used_alpha * warped_fg + (1 - used_alpha) * chosen
-    return images, used_alpha
+    chosen = backgrounds.index_select(0, params.bg_index)  # a fresh tensor: blend into it
+    return _paste(fg, alpha, chosen, params, feather_sigma)
 
 
 class BackgroundSwap(nn.Module):

@@ -32,7 +32,7 @@ import torch
 from kornia.geometry.transform import crop_and_resize
 
 from abs_ray.errors import ConfigError
-from abs_ray.ops import SwapConfig, SwapParams, sample_swap_params, swap_backgrounds
+from abs_ray.ops import SwapConfig, SwapParams, paste_foregrounds, sample_swap_params
 
 __all__ = [
     "BackgroundBank",
@@ -196,7 +196,10 @@ def swap_batch(
         angle=pick(params.angle),
         translate=pick(params.translate),
     )
-    composite, _ = swap_backgrounds(pick(images), pick(alpha), chosen, local, feather_sigma)
+    # ``chosen`` is this call's own tensor: composite into it rather than into a copy.
+    composite, _ = paste_foregrounds(
+        pick(images), pick(alpha), chosen, local, feather_sigma, inplace=True
+    )
     if everything:
         return composite, swapped, params
     return images.index_copy(0, rows, composite), swapped, params

@@ -3,6 +3,7 @@ Debian packages (installed by ``fetch_assets`` where missing)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -103,6 +104,22 @@ def test_no_bird_or_photo_shared_between_train_and_val_or_test(fake_assets):
         if s.split == "train":
             per_bird[s.meta["bird"]] = per_bird.get(s.meta["bird"], 0) + 1
     assert max(per_bird.values()) - min(per_bird.values()) <= 2
+
+
+def test_shared_bird_split_reuses_birds_but_still_holds_out_photos(fake_assets):
+    cfg = BirdsConfig.tiny(n_train=40, n_val=16, n_test=32, bird_split="shared")
+    samples = list(build_birds(cfg, fake_assets))
+    train_birds = _names(samples, "train", "bird")
+    # every bird can appear in train, and test shows birds seen in training ...
+    assert len(train_birds) == len(fake_assets.birds)
+    assert _names(samples, "test", "bird") <= train_birds
+    # ... but never a training photo, and the groups are built as in the held-out split
+    assert not _names(samples, "train", "photo") & _names(samples, "test", "photo")
+    assert all(s.place == s.y for s in samples if s.split == "train")
+    held_out = list(build_birds(dataclasses.replace(cfg, bird_split="held_out"), fake_assets))
+    assert not _names(held_out, "train", "bird") & _names(held_out, "test", "bird")
+    with pytest.raises(ConfigError, match="bird_split must be one of"):
+        BirdsConfig(bird_split="species")
 
 
 def test_composition_is_exact_and_deterministic(fake_assets):

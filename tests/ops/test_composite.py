@@ -9,6 +9,7 @@ from abs_ray.ops import (
     BackgroundSwap,
     SwapConfig,
     SwapParams,
+    paste_foregrounds,
     sample_swap_params,
     swap_backgrounds,
     warp_foreground,
@@ -162,6 +163,65 @@ def test_swap_composites_pixelwise(device):
     on = used.expand_as(images) == 1
     assert torch.equal(images[on], warped_fg[on])
     assert torch.equal(images[~on], bank[params.bg_index][~on])
+
+
+def test_integer_shift_moves_image_and_alpha_exactly(device):
+    fg, alpha, _, _, _ = _batch(device, batch=1)
+    params = SwapParams(
+        bg_index=torch.tensor([0], device=device),
+        scale=torch.ones(1, device=device),
+        angle=torch.zeros(1, device=device),
+        translate=torch.tensor([[3.0, -2.0]], device=device),  # 3 px right, 2 px up
+    )
+    warped_fg, warped_alpha = warp_foreground(fg, alpha, params)
+    assert torch.equal(warped_alpha[..., :-2, 3:], alpha[..., 2:, :-3])
+    assert torch.allclose(warped_fg[..., :-2, 3:], fg[..., 2:, :-3], atol=1e-5)
+
+
+def test_warp_agrees_with_kornias_warp_affine(device):
+    """The hand-built sampling grid equals kornia's ``warp_affine`` on the same matrix."""
+    from kornia.geometry.transform import get_affine_matrix2d, warp_affine
+
+    size = 64
+    g = _gen(11)
+    fg = torch.rand(16, 3, size, size, generator=g).to(device)
+    alpha, _ = _rect_alphas(16, size, g)
+    alpha = alpha.to(device)
+    labels = torch.zeros(16, dtype=torch.long, device=device)
+    params = sample_swap_params(alpha, labels, labels[:1], SwapConfig(), _gen(12))
+    assert float(params.angle.abs().max()) > 10 and float((params.scale - 1).abs().max()) > 0.2
+    centers = []
+    for a in alpha[:, 0].cpu() > 0:  # the box centre, found independently of the library
+        ys, xs = torch.nonzero(a, as_tuple=True)
+        centers.append([(xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2])
+    center = torch.tensor(centers, dtype=torch.float32, device=device)
+    matrix = get_affine_matrix2d(
+        params.translate, center, params.scale[:, None].repeat(1, 2), params.angle
+    )[:, :2]
+    ref_fg = warp_affine(fg, matrix, (size, size), "bilinear", "border", align_corners=True)
+    ref_alpha = warp_affine(alpha, matrix, (size, size), "nearest", "zeros", align_corners=True)
+    warped_fg, warped_alpha = warp_foreground(fg, alpha, params)
+    assert float((warped_fg - ref_fg).abs().max()) < 1e-3
+    # nearest-neighbour ties at exact half pixels may round either way: allow a few pixels
+    assert float((warped_alpha != ref_alpha).float().mean()) < 1e-3
+    assert float(warped_alpha.sum()) > 0.5 * float(alpha.sum())
+
+
+def test_paste_foregrounds_uses_the_given_backgrounds_in_order(device):
+    fg, alpha, labels, bank, bank_labels = _batch(device)
+    params = sample_swap_params(alpha, labels, bank_labels, SwapConfig(), _gen(6))
+    expected, expected_alpha = swap_backgrounds(fg, alpha, bank, params)
+    chosen = bank[params.bg_index]
+    before = chosen.clone()
+    images, used = paste_foregrounds(fg, alpha, chosen, params)
+    assert torch.equal(images, expected) and torch.equal(used, expected_alpha)
+    assert torch.equal(chosen, before)  # a copy unless asked
+    images, _ = paste_foregrounds(fg, alpha, chosen, params, inplace=True)
+    assert images.data_ptr() == chosen.data_ptr() and torch.equal(chosen, expected)
+    with pytest.raises(ConfigError, match="one background per sample"):
+        paste_foregrounds(fg, alpha, bank, params)
+    with pytest.raises(ConfigError, match="feather_sigma must be a number >= 0"):
+        paste_foregrounds(fg, alpha, chosen, params, feather_sigma=-1.0)
 
 
 def test_feathering_is_inward(device):
