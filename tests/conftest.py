@@ -147,7 +147,10 @@ def ray_cluster(tmp_path_factory):
 
     import ray
 
-    port, dash = _free_port(), _free_port()
+    # The dashboard agent's HTTP port is fixed (52365) unless given: a free one, so that another
+    # Ray cluster on the machine (a benchmark, a second test run) cannot leave this one without
+    # a job agent ("No available agent to submit job").
+    port, dash, agent = _free_port(), _free_port(), _free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "ray")
     log = open(tmp_path_factory.mktemp("ray") / "ray-start.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -163,6 +166,7 @@ def ray_cluster(tmp_path_factory):
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash}",
+            f"--dashboard-agent-listen-port={agent}",
             "--disable-usage-stats",
         ],
         stdout=log,
