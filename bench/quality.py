@@ -31,7 +31,8 @@ species never seen in training, which mixes that with transfer to new species.
 Writes ``bench/results/quality.json`` (``--out``; ``bench/report.py`` shows every
 ``quality*.json``); work folders go to ``runs/bench-quality`` (``--work``; reused: a finished
 pipeline output or training run is not redone: runs with other training settings go to their
-own folder, other data or detector settings need another ``--work``).
+own folder; when the data settings change, the old detectors, pipelines and runs are moved to
+``<work>/stale-<time>``; other detector epochs or time budgets need another ``--work``).
 """
 
 from __future__ import annotations
@@ -171,6 +172,16 @@ class Bench:
         config = os.path.join(self.data, "config.json")
         if exists(config) and _read_json(config) == wanted:
             return
+        # Detectors, pipeline outputs and training runs in this work folder belong to the old
+        # data: move them aside rather than reuse them with the new data.
+        stale = [os.path.join(self.work, d) for d in ("detectors", "pipelines", "train")]
+        stale = [d for d in stale if os.path.exists(d)]
+        if stale:
+            aside = os.path.join(self.work, f"stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            logger.warning("the data settings changed: moving %s to %s", stale, aside)
+            os.makedirs(aside)
+            for d in stale:
+                os.rename(d, os.path.join(aside, os.path.basename(d)))
         logger.info("building the birds benchmark in %s", self.data)
         write_birds(self.data, cfg)
 
