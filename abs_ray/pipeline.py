@@ -306,6 +306,12 @@ def run(cfg: PipelineConfig, s3: S3Options | None = None) -> dict:
     return summary
 
 
+#: Held-out balanced patch accuracy below which the pipeline warns about the detector.
+WEAK_DETECTOR = 0.55
+#: Share of images without any foreground above which the pipeline warns.
+EMPTY_MASK_WARNING = 0.25
+
+
 def run_detector_stage(cfg: PipelineConfig, manifest, s3: S3Options) -> tuple[str, dict]:
     """Train the detector as one Ray task (GPU when available); return (checkpoint, metrics)."""
     import ray
@@ -350,12 +356,6 @@ def run_detector_stage(cfg: PipelineConfig, manifest, s3: S3Options) -> tuple[st
             join(out, "mask_sheet.png"),
         )
     return checkpoint, metrics
-
-
-#: Held-out balanced patch accuracy below which the pipeline warns about the detector.
-WEAK_DETECTOR = 0.55
-#: Share of images without any foreground above which the pipeline warns.
-EMPTY_MASK_WARNING = 0.25
 
 
 def mask_summary(fractions: list[float]) -> dict:

@@ -77,25 +77,19 @@ MODES = {
         "freeze_backbone": True,
         "train_lr": 1e-3,
     },
-    "full": {
-        "size": 224,
-        "grid": 16,
-        "n_train": 1000,
-        "n_val": 300,
-        "n_test": 600,
-        "num_labelled": 200,
-        "detector_seconds": 1800,
-        "detector_epochs": 200,
-        "train_epochs": 30,
-        "seeds": (0, 1, 2),
-        "ablation_seeds": (0, 1, 2),
-        "inpainters": ("patchmatch", "telea", "gray"),
-        "labelled": (50, 100, 200, 400),
-        "grids": (8, 16),
-        "bird_split": "shared",
-        "freeze_backbone": False,
-        "train_lr": 1e-3,
-    },
+}
+MODES["full"] = {
+    **MODES["small"],
+    "size": 224,
+    "grid": 16,
+    "n_train": 1000,
+    "n_val": 300,
+    "n_test": 600,
+    "detector_seconds": 1800,
+    "detector_epochs": 200,
+    "train_epochs": 30,
+    "ablation_seeds": (0, 1, 2),
+    "freeze_backbone": False,
 }
 
 

@@ -643,7 +643,8 @@ def build_birds(cfg: BirdsConfig, assets: BirdAssets) -> Iterator[Sample]:
     """Yield the benchmark's samples: train, then val, then test.
 
     Photos (and, unless ``cfg.bird_split == "shared"``, birds) are split by
-    :func:`split_assets` (``cfg.asset_split``, ``cfg.seed``); within a split every bird and photo of a kind is used about equally often.
+    :func:`split_assets` (``cfg.asset_split``, ``cfg.seed``); within a split every bird and
+    photo of a kind is used about equally often.
 
     Args:
         cfg: benchmark settings.

@@ -531,6 +531,13 @@ def warp_foreground(
         True
     """
     _check_batch(fg, alpha, params)
+    return _warp(fg, alpha, params)
+
+
+def _warp(
+    fg: torch.Tensor, alpha: torch.Tensor, params: SwapParams
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`warp_foreground` on checked inputs."""
     grid = _sampling_grid(alpha, params, fg.dtype)
     warped_fg = F.grid_sample(fg, grid, mode="bilinear", padding_mode="border", align_corners=True)
     warped_alpha = F.grid_sample(
@@ -546,7 +553,7 @@ def warp_foreground(
     return warped_fg, warped_alpha
 
 
-def _check_backgrounds(fg: torch.Tensor, backgrounds: object) -> torch.Tensor:
+def _check_backgrounds(fg: torch.Tensor, backgrounds: object) -> None:
     if not isinstance(backgrounds, torch.Tensor) or backgrounds.ndim != 4:
         raise ConfigError(
             f"backgrounds must be an (N, 3, H, W) tensor, got {_describe(backgrounds)}"
@@ -561,7 +568,6 @@ def _check_backgrounds(fg: torch.Tensor, backgrounds: object) -> torch.Tensor:
             f"backgrounds ({backgrounds.dtype}, {backgrounds.device}) must match fg "
             f"({fg.dtype}, {fg.device})"
         )
-    return backgrounds
 
 
 def _paste(
@@ -574,7 +580,7 @@ def _paste(
     """Warp and blend onto ``out`` (one background per sample), in place; checked inputs."""
     if not _is_number(feather_sigma) or feather_sigma < 0:
         raise ConfigError(f"feather_sigma must be a number >= 0, got {feather_sigma!r}")
-    warped_fg, warped_alpha = warp_foreground(fg, alpha, params)
+    warped_fg, warped_alpha = _warp(fg, alpha, params)
     used_alpha = warped_alpha
     if feather_sigma != 0:
         used_alpha = feather_mask(warped_alpha, feather_sigma) * warped_alpha

@@ -170,9 +170,9 @@ def read_columns(
         return out
     for uri in files:
         try:
-            data = io.BytesIO(read_bytes(uri, s3))
-            present = [c for c in columns if c in pq.read_schema(data).names]
-            table = pq.read_table(data, columns=present)
+            parquet = pq.ParquetFile(io.BytesIO(read_bytes(uri, s3)))
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            table = parquet.read(columns=present)
         except (pa.ArrowException, OSError) as exc:
             if not drop_unreadable:
                 raise
