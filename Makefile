@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lint birds assets clean bench-speed bench-quality bench-report
+.PHONY: run test venv lint birds assets clean bench-speed bench-quality bench-detector bench-report cluster cluster-stop
 
-# (Re)install when pyproject.toml changes; a half-made venv is rebuilt.
-$(STAMP): pyproject.toml
+# (Re)install when pyproject.toml or the version (abs_ray/__init__.py) changes; a half-made
+# venv is rebuilt.
+$(STAMP): pyproject.toml abs_ray/__init__.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "abs-ray needs Python 3.11, found " + sys.version.split()[0])'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
@@ -21,10 +22,21 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) jobs/pipeline.py $(ARGS)
 
+## A local Ray head for `ray job submit` (README, "On a cluster"): .venv's bin first on its PATH
+## (a job's `python` is looked up there), the project's environment defaults, 127.0.0.1 only.
+## Ports: ABS_RAY_PORT (6379), ABS_RAY_DASHBOARD_PORT (8265), ABS_RAY_CLIENT_PORT (10001),
+## ABS_RAY_AGENT_PORT (52365); state in ABS_RAY_CLUSTER_DIR (runs/cluster). cluster-stop stops
+## this head only (never `ray stop`, which stops every Ray cluster on the machine).
+cluster: $(STAMP)
+	$(PY) -m abs_ray.cluster start
+
+cluster-stop:
+	$(PY) -m abs_ray.cluster stop
+
 ## Photo assets for the offline birds benchmark (Debian packages; never committed), and
 ## Debian's chromium + chromium-driver for the labelling page's browser test (root, once).
 assets: $(STAMP)
-	$(PY) -m abs_ray.data.birds --fetch-only
+	PYTHON=$(PY) scripts/fetch-birds-assets.sh
 	@if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
@@ -44,7 +56,7 @@ test: $(STAMP) assets
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## The offline birds benchmark (Waterbirds layout) and its contact sheet, in data/birds.
-birds: $(STAMP)
+birds: $(STAMP) assets
 	$(PY) -m abs_ray.data.birds --out data/birds --contact-sheet data/birds/contact_sheet.png
 
 ## Benchmarks (bench/): small mode by default (minutes on 2 cores), BENCH_FULL=1 for the full
@@ -61,6 +73,17 @@ bench-speed: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(PY) bench/quality.py $(if $(BENCH_FULL),--full,)
+	$(PY) bench/report.py
+
+## Detector heads (dense vs pooled vs the zero-shot prior) on the birds benchmark at 224 px,
+## G 16, shared and held-out-species splits (built in data/ once); resumable, in priority order.
+DETECTOR_BIRDS := --size 224 --n-train 500 --n-val 80 --n-test 200 -q
+data/birds224-shared/config.json: | $(STAMP) assets
+	$(PY) -m abs_ray.data.birds --out data/birds224-shared --bird-split shared $(DETECTOR_BIRDS)
+data/birds224-heldout/config.json: | $(STAMP) assets
+	$(PY) -m abs_ray.data.birds --out data/birds224-heldout --bird-split held_out $(DETECTOR_BIRDS)
+bench-detector: $(STAMP) data/birds224-shared/config.json data/birds224-heldout/config.json
+	$(PY) bench/detector.py $(if $(BENCH_DEVICE),--device $(BENCH_DEVICE),)
 	$(PY) bench/report.py
 
 bench-report: $(STAMP)

@@ -34,6 +34,14 @@ class StorageAccessError(StorageError, PermissionError):
     """Credentials are missing, wrong, or lack permission."""
 
 
+class NotAFileError(StorageError):
+    """The path names a directory, pipe, socket or device where a regular file belongs."""
+
+
+class OutsideDataRootError(StorageError, PermissionError):
+    """A file inside a local data set resolves (through a symbolic link) outside its root."""
+
+
 # --- image decoding ------------------------------------------------------------------------
 
 
@@ -68,9 +76,15 @@ class CorruptImageError(ImageDecodeError):
 
 
 class ImageTooLargeError(ImageDecodeError):
-    """More pixels than the configured limit (decompression-bomb guard)."""
+    """More pixels (or file bytes) than the configured limit (decompression-bomb guard)."""
 
     reason = "too_large"
+
+
+class UnsupportedImageModeError(ImageDecodeError):
+    """The image's pixel format has no faithful 8-bit RGB conversion (float, signed, 32-bit)."""
+
+    reason = "unsupported_mode"
 
 
 # --- data sets and labels ------------------------------------------------------------------
@@ -94,3 +108,18 @@ class LabelFormatError(DatasetError):
 
 class AssetUnavailableError(AbsRayError, RuntimeError):
     """Files the project builds from (e.g. Debian photo packages) cannot be obtained here."""
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+class LabelsRequiredError(ConfigError):
+    """The detector would be trained, but the data set has neither masks nor patch labels."""
+
+
+class WeakDetectorError(AbsRayError, RuntimeError):
+    """A trained detector is below the quality floor on its held-out labelled patches."""
+
+
+class NothingProducedError(AbsRayError, RuntimeError):
+    """A run processed its inputs but every one failed: there is no output to commit."""

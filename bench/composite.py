@@ -63,7 +63,7 @@ from abs_ray.ops import (  # noqa: E402
     sample_swap_params,
     warp_foreground,
 )
-from abs_ray.train.augment import BackgroundBank, swap_batch, to_float  # noqa: E402
+from abs_ray.train.augment import RecentBackgrounds, swap_batch, to_float  # noqa: E402
 
 logger = logging.getLogger("bench.composite")
 
@@ -98,7 +98,7 @@ class Batched:
         self.image_u8 = rgba[..., :3].contiguous()  # (B, H, W, 3)
         self.alpha_u8 = rgba[..., 3].contiguous()  # (B, H, W)
         self.labels = torch.from_numpy(inputs["label"]).to(device)
-        self.bank = BackgroundBank(len(inputs["background"]))
+        self.bank = RecentBackgrounds(len(inputs["background"]))
         bgs = torch.from_numpy(inputs["background"]).permute(0, 3, 1, 2).contiguous()
         self.bank.add(bgs.to(device), self.labels)
         self.cfg = SwapConfig()

@@ -184,7 +184,7 @@ def main() -> None:
             manifest,
             checkpoint,
             __import__("abs_ray.io", fromlist=["S3Options"]).S3Options.from_env(),
-            {"code_version": code_version(), "seconds": {}},
+            code_version=code_version(),
         )
         wall = time.perf_counter() - t
         ray.shutdown()

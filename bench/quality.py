@@ -199,8 +199,8 @@ class Bench:
                 if os.path.exists(det_ckpt)
                 else ("detector", "disentangle"),
                 detector_checkpoint=det_ckpt if os.path.exists(det_ckpt) else None,
-                detector_train=dataclasses.replace(
-                    base.detector_train,
+                detector=dataclasses.replace(
+                    base.detector,
                     image_size=self.mode["size"],
                     grid=v.grid,
                     num_labelled=v.num_labelled,

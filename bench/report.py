@@ -526,9 +526,26 @@ def _keys(block: dict) -> list[str]:
         return keys
 
 
-def plot_quality(r: dict, path: Path) -> None:
+def fit_text(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` wrapped at spaces to lines that fit ``width_in`` inches at ``fontsize``.
+
+    Matplotlib centres a figure title and cuts it on both sides when it is wider than the
+    figure (a one-panel quality plot with the run's settings in its mode did).
+
+    >>> fit_text("Method quality (small + size=224 grid=16 detector_seconds=720 mode)",
+    ...          5.4, 12).splitlines()
+    ['Method quality (small + size=224 grid=16', 'detector_seconds=720 mode)']
+    """
+    import textwrap
+
+    # Average glyph width of DejaVu Sans is about 0.6 em; keep a margin of 0.4 inch.
+    chars = max(10, int((width_in - 0.4) * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.wrap(text, chars, break_on_hyphens=False)) or text
+
+
+def quality_figure(r: dict) -> Any:
     """Worst-group and overall test accuracy (mean ± std over seeds): per method, then per
-    value of each ablation."""
+    value of each ablation. Returns the matplotlib figure (Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -562,7 +579,7 @@ def plot_quality(r: dict, path: Path) -> None:
         ax.set_xticks(x, keys, fontsize=9, rotation=15 if len(keys) > 4 else 0)
         ax.set_ylim(0, 1.12)
         ax.set_ylabel("test accuracy")
-        ax.set_title(title, fontsize=11)
+        ax.set_title(fit_text(title, ax.get_figure().get_figwidth() / cols, 11), fontsize=11)
 
     if main:
         panel(flat[0], main, "By method (mean ± std over seeds)", _methods(main))
@@ -573,8 +590,17 @@ def plot_quality(r: dict, path: Path) -> None:
         )
     for ax, (name, block) in zip(flat[1:], ablations.items(), strict=False):
         panel(ax, block, f"abs, ablation: {name}", _keys(block))
-    fig.suptitle(f"Method quality ({r.get('mode', '?')} mode)", fontsize=12)
+    title = f"Method quality ({r.get('mode', '?')} mode)"
+    fig.suptitle(fit_text(title, fig.get_figwidth(), 12), fontsize=12)
     fig.tight_layout()
+    return fig
+
+
+def plot_quality(r: dict, path: Path) -> None:
+    """Write :func:`quality_figure` to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = quality_figure(r)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -625,6 +651,15 @@ def build(folder: Path) -> list[Path]:
         plot_quality(results[key], folder / f"{key}.png")
         written.append(folder / f"{key}.png")
     if not quality:
+        lines += ["not run", ""]
+    lines += ["## Detector (`bench/detector.py`)", ""]
+    if "detector" in results:
+        from detector_report import detector_section, plot_detector
+
+        lines += ["![detector](detector.png)", ""] + detector_section(results["detector"])
+        plot_detector(results["detector"], folder / "detector.png")
+        written.append(folder / "detector.png")
+    else:
         lines += ["not run", ""]
     plot_speed(results, folder / "speed.png")
     written.append(folder / "speed.png")

@@ -14,6 +14,17 @@ Usage:
 
 Writes ``bench/results/serve.json``. The client threads run on the same machine as the
 service: on a small machine they take CPU from it, so compare figures from one run only.
+
+Slow-client mode (``--slow-clients N``) measures the service under hostile clients instead:
+it deploys the shipped Serve config (``--config``, only the port changed) on a private
+2-CPU cluster, measures ``POST /v1/swap`` and ``GET /-/healthz`` latency from one client
+unloaded, then again while ``N`` sockets hold requests open: each sends a swap request's
+headers with ``Content-Length: 100000`` and 4 bytes of body, then nothing (``idle``) or one
+byte every 2 s (``trickle``), or half of its headers (``headers``); each reconnects as soon
+as it is cut, so ``N`` stay open throughout. It reports the latency ratio under load and
+when and how each slow connection was cut (its HTTP status, or ``closed``)::
+
+    python bench/serve_load.py --slow-clients 300 --out bench/results/serve-slow.json
 """
 
 from __future__ import annotations
@@ -48,6 +59,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detector-checkpoint", default=None, help="default: zero-shot saliency")
     parser.add_argument("--model-cpus", type=float, default=1.0)
     parser.add_argument("--out", default="bench/results/serve.json")
+    slow = parser.add_argument_group("slow clients")
+    slow.add_argument("--slow-clients", type=int, default=0, help="0: the batching benchmark")
+    slow.add_argument("--slow-mode", choices=("idle", "trickle", "headers"), default="idle")
+    slow.add_argument("--probe-requests", type=int, default=60, help="timed requests per phase")
+    slow.add_argument("--window-s", type=float, default=60.0, help="longest probe phase")
+    slow.add_argument("--hold-s", type=float, default=0.0, help="keep the attack on this long")
+    slow.add_argument("--config", default="deployments/serve_config.yaml")
+    slow.add_argument("--num-cpus", type=int, default=2, help="CPUs of the private cluster")
+    slow.add_argument("--give-up-s", type=float, default=150.0, help="stop waiting for a cut")
     return parser
 
 
@@ -128,7 +148,8 @@ def model_only(args: argparse.Namespace, image: bytes, repeats: int = 6) -> dict
 
     from abs_ray.io import decode_image
     from abs_ray.serve.config import ServiceConfig
-    from abs_ray.serve.service import Job, SwapService
+    from abs_ray.serve.jobs import Job
+    from abs_ray.serve.service import SwapService
 
     torch.set_num_threads(max(1, int(args.model_cpus)))
     cfg = ServiceConfig.from_dict({"detector_checkpoint": args.detector_checkpoint})
@@ -210,8 +231,251 @@ def main(args: argparse.Namespace) -> dict:
     }
 
 
+# --- slow clients -----------------------------------------------------------------------------
+
+
+def deploy_config(path: str, num_cpus: int) -> tuple[str, dict]:
+    """Deploy a Serve config file as shipped (port changed) on a private local cluster.
+
+    Returns the base URL and the config deployed. ``deploy_apps`` is what ``serve deploy``
+    asks the controller to do, without starting the dashboard it would go through.
+    """
+    import ray
+    import yaml
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    port = _free_port()
+    config["http_options"] = {**config.get("http_options", {}), "port": port}
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options=config["http_options"], proxy_location=config.get("proxy_location"))
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
+    names = [app["name"] for app in config["applications"]]
+    deadline = time.monotonic() + 300
+    while True:
+        apps = serve.status().applications
+        if all(n in apps and apps[n].status == "RUNNING" for n in names):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"applications not running after 300 s: {apps}")
+        time.sleep(1)
+    return f"http://127.0.0.1:{port}", config
+
+
+_SLOW_HEAD = (
+    "POST /v1/swap HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: image/png\r\n"
+    "Content-Length: 100000\r\n\r\n"
+)
+
+
+async def _slow_request(host: str, port: int, mode: str, give_up_s: float) -> dict:
+    """One slow client; returns ``{"status": int | "closed" | "open" | "refused", "cut_s"}``.
+
+    ``idle``: a 100 kB swap request's headers and 4 bytes of body, then nothing;
+    ``trickle``: the same, then one byte every 2 s; ``headers``: half of the request line and
+    headers, never finished. ``cut_s`` is the time from connecting to the server's answer or
+    close (``open``: still open after ``give_up_s``).
+    """
+    import asyncio
+
+    opened = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return {"status": "refused", "cut_s": time.monotonic() - opened}
+    head = _SLOW_HEAD.format(host=host, port=port).encode()
+    first = head[: len(head) // 2] if mode == "headers" else head + b"\x89PNG"
+    status: int | str = "open"
+    drip = None
+    try:
+        writer.write(first)
+        await writer.drain()
+        if mode == "trickle":
+
+            async def trickle() -> None:
+                while True:
+                    await asyncio.sleep(2)
+                    writer.write(b"\0")
+                    await writer.drain()
+
+            drip = asyncio.ensure_future(trickle())
+        line = await asyncio.wait_for(reader.readline(), give_up_s)
+        parts = line.split()
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else "closed"
+    except TimeoutError:
+        status = "open"
+    except (ConnectionError, OSError):
+        status = "closed"
+    finally:
+        if drip is not None:
+            drip.cancel()
+        writer.close()
+    return {"status": status, "cut_s": round(time.monotonic() - opened, 3)}
+
+
+class SlowClients:
+    """``n`` slow clients that reconnect as soon as they are cut (a sustained attack).
+
+    They run on an event loop of their own in a thread; :meth:`stop` ends them and returns
+    one record per finished connection (see :func:`_slow_request`).
+    """
+
+    def __init__(self, url: str, n: int, mode: str, give_up_s: float) -> None:
+        import asyncio
+
+        host, port = url.removeprefix("http://").split(":")
+        self.records: list[dict] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def client() -> None:
+            while True:
+                self.records.append(await _slow_request(host, int(port), mode, give_up_s))
+
+        async def start() -> list:
+            return [asyncio.ensure_future(client()) for _ in range(n)]
+
+        self.tasks = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)
+
+    def stop(self) -> list[dict]:
+        """Cancel every client (open connections are closed) and return the records."""
+
+        def cancel() -> None:
+            for task in self.tasks:
+                task.cancel()
+
+        self.loop.call_soon_threadsafe(cancel)
+        time.sleep(1)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        return list(self.records)
+
+
+def probe(url: str, image: bytes, count: int, window_s: float, timeout_s: float = 60.0) -> dict:
+    """Up to ``count`` sequential swaps and health checks within ``window_s``.
+
+    Latency percentiles of the swaps that succeeded; a timeout (``timeout_s``, as a caller
+    would use) or non-200 counts as a failure.
+    """
+    import requests
+
+    swap, health, failures, timeline = [], [], {}, []
+    began = time.monotonic()
+    end = began + window_s
+    with requests.Session() as session:
+        for i in range(count):
+            if time.monotonic() > end:
+                break
+            start = time.perf_counter()
+            try:
+                r = session.post(
+                    f"{url}/v1/swap",
+                    params={"seed": i},
+                    data=image,
+                    headers={"Content-Type": "image/png"},
+                    timeout=timeout_s,
+                )
+                code: int | str = r.status_code
+            except requests.RequestException as exc:
+                code = type(exc).__name__
+            if code == 200:
+                swap.append(time.perf_counter() - start)
+                timeline.append((round(time.monotonic() - began, 2), round(swap[-1] * 1000)))
+            else:
+                failures[str(code)] = failures.get(str(code), 0) + 1
+            start = time.perf_counter()
+            try:
+                session.get(f"{url}/-/healthz", timeout=timeout_s)
+                health.append(time.perf_counter() - start)
+            except requests.RequestException:
+                failures["healthz"] = failures.get("healthz", 0) + 1
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(np.asarray(values) * 1000, q)), 1) if values else None
+
+    return {
+        "ok": len(swap),
+        "failures": failures,
+        "swap_p50_ms": pct(swap, 50),
+        "swap_p95_ms": pct(swap, 95),
+        "swap_max_ms": pct(swap, 100),
+        "healthz_p50_ms": pct(health, 50),
+        "healthz_p95_ms": pct(health, 95),
+        "timeline": timeline,  # (seconds into the phase, swap ms)
+    }
+
+
+def slow_clients(args: argparse.Namespace) -> dict:
+    """Latency of normal requests without and with ``--slow-clients`` held open; cut times."""
+    import ray
+    from ray import serve
+
+    image = _image(args.image_size)
+    url, config = deploy_config(args.config, args.num_cpus)
+    try:
+        probe(url, image, 10, 60)  # warm-up
+        unloaded = probe(url, image, args.probe_requests, args.window_s)
+        logger.info("unloaded: %s", {k: v for k, v in unloaded.items() if k != "timeline"})
+        attack = SlowClients(url, args.slow_clients, args.slow_mode, args.give_up_s)
+        time.sleep(3)  # let them all reach the service
+        loaded = probe(url, image, args.probe_requests, args.window_s)
+        logger.info(
+            "with %d slow clients: %s",
+            args.slow_clients,
+            {k: v for k, v in loaded.items() if k != "timeline"},
+        )
+        time.sleep(max(0.0, args.hold_s - args.window_s))
+        cuts = attack.stop()
+        after = probe(url, image, 10, 60)
+        app = serve.status().applications
+        deployments = {
+            name: {str(k): v for k, v in d.replica_states.items()}
+            for a in app.values()
+            for name, d in a.deployments.items()
+        }
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    statuses: dict[str, int] = {}
+    for c in cuts:
+        statuses[str(c["status"])] = statuses.get(str(c["status"]), 0) + 1
+    cut_s = np.asarray([c["cut_s"] for c in cuts if c["status"] not in ("open", "refused")])
+    ratio = None
+    if unloaded["swap_p95_ms"] and loaded["swap_p95_ms"]:
+        ratio = round(loaded["swap_p95_ms"] / unloaded["swap_p95_ms"], 2)
+    return {
+        "mode": "slow_clients",
+        "config": args.config,
+        "http_options": config["http_options"],
+        "ingress_and_model": [
+            {k: d.get(k) for k in ("name", "max_ongoing_requests", "autoscaling_config")}
+            for d in config["applications"][0].get("deployments", [])
+        ],
+        "replicas_at_end": deployments,
+        "cluster_cpus": args.num_cpus,
+        "slow_clients": args.slow_clients,
+        "slow_mode": args.slow_mode,
+        "image_size": args.image_size,
+        "unloaded": unloaded,
+        "with_slow_clients": loaded,
+        "after": after,
+        "p95_ratio": ratio,
+        "slow_connections": len(cuts),
+        "slow_statuses": statuses,
+        "cut_s": {
+            q: round(float(np.percentile(cut_s, p)), 2) if len(cut_s) else None
+            for q, p in (("p50", 50), ("p95", 95), ("max", 100))
+        },
+        "load_average_at_end": os.getloadavg(),
+    }
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     configure_environment()
     cli = get_args_parser().parse_args()
-    write_result(cli.out, main(cli))
+    write_result(cli.out, slow_clients(cli) if cli.slow_clients else main(cli))

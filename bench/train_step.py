@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
 from abs_ray.data import SyntheticConfig, generate_synthetic  # noqa: E402
-from abs_ray.train import TrainConfig, create_classifier  # noqa: E402
-from abs_ray.train.augment import BackgroundBank, swap_batch, to_float  # noqa: E402
+from abs_ray.models import create_classifier  # noqa: E402
+from abs_ray.train import TrainConfig  # noqa: E402
+from abs_ray.train.augment import RecentBackgrounds, swap_batch, to_float  # noqa: E402
 from abs_ray.train.loop import swap_config, train_step  # noqa: E402
 
 logger = logging.getLogger("bench.train_step")
@@ -78,7 +79,7 @@ def bench(backbone: str, size: int, batch: int, steps: int, device: torch.device
     model = create_classifier(backbone, num_classes=2, weights=weights).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     cfgs = {m: TrainConfig(data="-", method=m, backbone=backbone) for m in ("erm", "abs")}
-    bank = BackgroundBank(256)
+    bank = RecentBackgrounds(256)
     gen = torch.Generator().manual_seed(0)
     wall: dict[str, list[float]] = {"erm": [], "abs": [], "swap": []}
     cpu: dict[str, list[float]] = {"erm": [], "abs": [], "swap": []}

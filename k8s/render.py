@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "deployments" / "serve_config.yaml"
 MANIFEST = ROOT / "k8s" / "rayservice-augment.yaml"
 
+#: The pipeline output the manifests name until kustomization.yaml's `output` replaces it.
+DEFAULT_OUTPUT = "s3://abs-ray/runs/wb1"
+
 # (path in the Serve config, value in the cluster, why). A path element is a dict key, or an
 # int list index.
 CLUSTER_OVERRIDES: tuple[tuple[tuple[str | int, ...], Any, str], ...] = (
@@ -40,6 +43,23 @@ CLUSTER_OVERRIDES: tuple[tuple[tuple[str | int, ...], Any, str], ...] = (
         1,
         "`auto` counts the cluster's GPUs when the app is built, which can be before the first "
         "GPU worker has joined; the manifest's worker group has one GPU per pod",
+    ),
+    (
+        ("applications", 0, "deployments", 1, "user_config", "output"),
+        DEFAULT_OUTPUT,
+        "the RayJob's --out: kustomization.yaml's `replacements` set both from one value",
+    ),
+    (
+        ("applications", 0, "deployments", 0, "autoscaling_config", "max_replicas"),
+        4,
+        "SwapIngress (0.5 CPU) up to one per pod of the gpu group (maxReplicas 4), beside that "
+        "pod's model replica; the local file's 1 fits a 2-CPU machine",
+    ),
+    (
+        ("applications", 0, "deployments", 1, "autoscaling_config", "max_replicas"),
+        4,
+        "SwapModel (1 GPU) up to one per GPU the gpu group can have: maxReplicas 4 x 1 GPU; "
+        "the local file's 1 fits a 2-CPU machine",
     ),
 )
 
@@ -61,30 +81,55 @@ def cluster_serve_config(config: dict[str, Any]) -> dict[str, Any]:
         A new dict.
 
     Raises:
-        KeyError: an override's parent is missing from ``config`` (``http_options`` is added
-            when absent).
+        KeyError: an override's parent is missing from ``config`` (``http_options`` and a
+            ``user_config`` are added when absent).
 
+    >>> def scaled():
+    ...     return {"autoscaling_config": {"max_replicas": 1}}
     >>> cfg = {"http_options": {"host": "127.0.0.1", "port": 8000},
-    ...        "applications": [{"name": "a", "args": {"num_gpus": "auto"}}]}
+    ...        "applications": [{"name": "a", "args": {"num_gpus": "auto"},
+    ...                          "deployments": [scaled(), scaled()]}]}
     >>> out = cluster_serve_config(cfg)
     >>> out["http_options"], out["applications"][0]["args"]["num_gpus"], cfg["http_options"]["host"]
     ({'host': '0.0.0.0', 'port': 8000}, 1, '127.0.0.1')
+    >>> out["applications"][0]["deployments"][1]["autoscaling_config"]["max_replicas"]
+    4
     """
     out = copy.deepcopy(config)
     out.setdefault("http_options", {})
     for path, value, _ in CLUSTER_OVERRIDES:
         node = out
         for key in path[:-1]:
-            node = node[key]
+            node = node.setdefault(key, {}) if key == "user_config" else node[key]
         node[path[-1]] = value
     return out
 
 
 def serve_config_v2(config: dict[str, Any]) -> str:
-    """The ``serveConfigV2`` string for ``config`` (already overridden): header + YAML."""
-    changes = "".join(f"#   {dotted(path)}: {value}\n" for path, value, _ in CLUSTER_OVERRIDES)
+    """The ``serveConfigV2`` string for ``config`` (already overridden): header + YAML.
+
+    The served output is the only double-quoted value: kustomize's ``replacements`` find it
+    as the text between the string's two ``"`` (``delimiter: '"'``, ``index: 1``).
+
+    Raises:
+        ValueError: another ``"`` in the text, which would move the output's index.
+    """
+    changes = "".join(
+        f"#   {dotted(path)}: "
+        + ("k8s/kustomization.yaml's output" if path[-1] == "output" else f"{value}")
+        + "\n"
+        for path, value, _ in CLUSTER_OVERRIDES
+    )
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=100)
-    return HEADER + changes + body
+    if '"' in body:
+        raise ValueError('the Serve config must hold no `"`: kustomize finds the output by them')
+    text = HEADER + changes.replace('"', "") + body
+    output = config["applications"][0]["deployments"][1]["user_config"]["output"]
+    line = re.compile(rf"^(?P<lead> *output: ){re.escape(output)}$", re.M)
+    text, count = line.subn(rf'\g<lead>"{output}"', text)
+    if count != 1:
+        raise ValueError(f"expected one `output: {output}` line, found {count}")
+    return text
 
 
 def dotted(path: tuple[str | int, ...]) -> str:

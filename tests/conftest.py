@@ -31,6 +31,25 @@ def device(request):
     return torch.device(request.param)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _mlflow_globals_stay_in_their_module():
+    """MLflow keeps the tracking URI (``mlflow.set_tracking_uri``, which also sets
+    ``MLFLOW_TRACKING_URI``) per process: a module that sets it must not decide where the next
+    module's ``models:/`` and ``runs:/`` URIs are looked up. Restored after each module."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    import sys
+
+    if "mlflow" in sys.modules:
+        from mlflow.tracking._tracking_service import utils
+
+        utils._tracking_uri = None  # private, but it is the global set_tracking_uri writes
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -208,3 +227,47 @@ def ray_cluster(tmp_path_factory):
                     os.unlink(pointer)
         except OSError:
             pass
+
+
+# --- Tests leave the repository as they found it ------------------------------------------------
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _untracked() -> set[str] | None:
+    """Files git would add (untracked, not ignored); None outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {line[3:] for line in out.splitlines() if line.startswith("?? ")}
+
+
+def pytest_sessionstart(session):
+    session.config._abs_ray_untracked = _untracked()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A test (or a server it started, e.g. an MLflow server's ./mlartifacts) that writes into
+    the repository fails the session: outputs belong in tmp_path."""
+    before = getattr(session.config, "_abs_ray_untracked", None)
+    after = _untracked()
+    if before is None or after is None:
+        return
+    new = sorted(after - before)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"tests wrote {len(new)} file(s) into the repository: {new[:10]}", red=True
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

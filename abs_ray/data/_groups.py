@@ -8,13 +8,54 @@ import numpy as np
 
 from abs_ray.errors import ConfigError
 
-__all__ = ["check_fraction", "group_counts", "group_sequence"]
+__all__ = ["check_fraction", "check_split_sizes", "group_counts", "group_sequence", "split_counts"]
 
 
 def check_fraction(name: str, value: float) -> None:
     """Raise :class:`ConfigError` unless ``0 <= value <= 1``."""
     if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
         raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def check_split_sizes(
+    n_train: int, n_val: int, n_test: int, correlation: float, val_correlation: float | None
+) -> None:
+    """The checks every generator's config makes of its split sizes and correlations.
+
+    Raises:
+        ConfigError: a negative or non-int count, ``n_test`` not a multiple of 4 (the four
+            test groups are equal), or a correlation outside ``[0, 1]``.
+
+    >>> check_split_sizes(10, 4, 6, 1.0, None)
+    Traceback (most recent call last):
+        ...
+    abs_ray.errors.ConfigError: n_test must be a multiple of 4 (four equal groups), got 6
+    """
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
+    if n_test % 4:
+        raise ConfigError(f"n_test must be a multiple of 4 (four equal groups), got {n_test}")
+    check_fraction("correlation", correlation)
+    if val_correlation is not None:
+        check_fraction("val_correlation", val_correlation)
+
+
+def split_counts(
+    n_train: int, n_val: int, n_test: int, correlation: float, val_correlation: float | None
+) -> dict[str, dict[int, int]]:
+    """``{split: {group: count}}``: train at ``correlation``, val at ``val_correlation``
+    (None: the same as train), test balanced over the four groups.
+
+    >>> split_counts(4, 2, 4, 1.0, None)
+    {'train': {0: 2, 1: 0, 2: 0, 3: 2}, 'val': {0: 1, 1: 0, 2: 0, 3: 1}, 'test': {0: 1, 1: 1, 2: 1, 3: 1}}
+    """
+    val = correlation if val_correlation is None else val_correlation
+    return {
+        "train": group_counts(n_train, correlation),
+        "val": group_counts(n_val, val),
+        "test": group_counts(n_test, 0.5),
+    }
 
 
 def group_counts(n: int, correlation: float) -> dict[int, int]:

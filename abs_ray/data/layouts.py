@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 
 from abs_ray.data._parse import parse_int_column, parse_str_column, require_columns
-from abs_ray.data.manifest import MANIFEST_COLUMNS, SPLITS, read_manifest_file, validate_manifest
+from abs_ray.data.files import list_image_files
+from abs_ray.data.manifest import REQUIRED_COLUMNS, SPLITS, read_manifest_file, validate_manifest
 from abs_ray.errors import ConfigError, DatasetError, LayoutError, StorageNotFoundError
 from abs_ray.io import (
     S3Options,
@@ -49,7 +50,6 @@ from abs_ray.io import (
     exists,
     is_remote,
     join,
-    list_files,
     read_bytes,
     write_bytes,
     write_text,
@@ -155,6 +155,9 @@ def read_class_folders(root_uri: str, s3: S3Options | None = None) -> pd.DataFra
 
     Class names, sorted, give label indices (the same across splits). Files whose names do
     not end in an image suffix (:data:`IMAGE_SUFFIXES`) or start with ``.`` are ignored.
+    Locally, anything named like an image is a row, even a directory, pipe or link (reading
+    it then gives a typed per-row error), and linked folders are not descended (see
+    :mod:`abs_ray.data.files`).
 
     Args:
         root_uri: folder, local or ``s3://``.
@@ -174,7 +177,7 @@ def read_class_folders(root_uri: str, s3: S3Options | None = None) -> pd.DataFra
     root = _root(root_uri)
     files = [
         f
-        for f in list_files(root, suffixes=IMAGE_SUFFIXES, recursive=True, s3=s3)
+        for f in list_image_files(root, IMAGE_SUFFIXES, s3=s3)
         if not any(p.startswith(".") for p in _relative_parts(f, root))
     ]
     if not files:
@@ -263,7 +266,8 @@ def load_dataset(uri: str, s3: S3Options | None = None) -> pd.DataFrame:
         raise LayoutError(
             f"{uri}: no known data set layout. Looked for: metadata.csv (Waterbirds: "
             f"img_filename,y,split,place), {' / '.join(_MANIFEST_NAMES)} (manifest with columns "
-            f"{','.join(MANIFEST_COLUMNS)}), images in <class>/ or <split>/<class>/ folders "
+            f"{','.join(REQUIRED_COLUMNS)}, optionally group,place,mask_uri), images in "
+            f"<class>/ or <split>/<class>/ folders "
             f"(class folders: {exc})"
         ) from exc
 

@@ -35,11 +35,14 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import math
 import os
 import posixpath
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,8 +55,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "MANIFEST_SCHEMA",
     "MANIFEST_SUFFIXES",
     "SPLITS",
+    "hash_val_split",
+    "manifest_to_arrow",
     "read_manifest_file",
     "resolve_relative",
     "validate_manifest",
@@ -70,6 +76,23 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "place",
     "mask_uri",
 )
+#: Arrow types of the manifest columns: what enters Ray Data and what the outputs store. The
+#: optional columns keep their type when every value is missing (Arrow cannot infer a type
+#: from nulls alone, and pandas' ``pd.NA`` is not convertible at all).
+MANIFEST_SCHEMA: pa.Schema = pa.schema(
+    [
+        ("id", pa.string()),
+        ("image_uri", pa.string()),
+        ("label", pa.int64()),
+        ("split", pa.string()),
+        ("group", pa.int64()),
+        ("place", pa.int64()),
+        ("mask_uri", pa.string()),
+    ]
+)
+#: Columns a stored manifest must have; the others of :data:`MANIFEST_COLUMNS` are optional
+#: (a missing one is all missing values).
+REQUIRED_COLUMNS: tuple[str, ...] = ("id", "image_uri", "label", "split")
 #: Allowed values of the ``split`` column.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: File suffixes a manifest can be stored as.
@@ -80,7 +103,8 @@ def validate_manifest(df: pd.DataFrame, source: str = "<DataFrame>") -> pd.DataF
     """Check a manifest and return it with canonical column order and dtypes.
 
     Args:
-        df: DataFrame with at least :data:`MANIFEST_COLUMNS`; integer columns may hold
+        df: DataFrame with at least :data:`REQUIRED_COLUMNS` (``group``, ``place`` and
+            ``mask_uri`` are optional: all missing when absent); integer columns may hold
             integer-valued strings or floats (as read from CSV).
         source: file name or description used in error messages.
 
@@ -104,8 +128,11 @@ def validate_manifest(df: pd.DataFrame, source: str = "<DataFrame>") -> pd.DataF
         raise DatasetError(
             f"{source}: a manifest must be a pandas DataFrame, got {type(df).__name__}"
         )
-    require_columns(df.columns, MANIFEST_COLUMNS, source)
+    require_columns(df.columns, REQUIRED_COLUMNS, source)
     df = df.reset_index(drop=True)
+    for column in MANIFEST_COLUMNS:
+        if column not in df.columns:
+            df[column] = None
     out = pd.DataFrame(
         {
             "id": parse_str_column(df["id"], "id", source),
@@ -251,3 +278,101 @@ def write_manifest(
         data = buf.getvalue()
     write_bytes(uri, data, s3)
     logger.info("wrote manifest %s: %d rows", uri, len(df))
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _plain(values: pd.Series) -> list:
+    """Python values with every kind of missing value (None, NaN, ``pd.NA``) as None."""
+    return [None if _missing(v) else v for v in values.astype(object).tolist()]
+
+
+def _extra_array(values: pd.Series) -> pa.Array:
+    """An extra (user) column: its inferred type; all missing → string; mixed → strings."""
+    plain = _plain(values)
+    try:
+        array = pa.array(plain)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([None if v is None else str(v) for v in plain], pa.string())
+    return array.cast(pa.string()) if pa.types.is_null(array.type) else array
+
+
+def manifest_to_arrow(df: pd.DataFrame) -> pa.Table:
+    """The manifest as an Arrow table with explicit types, ready for Ray Data.
+
+    Missing values become nulls (never ``pd.NA``, which neither Arrow nor Ray Data can
+    convert); :data:`MANIFEST_SCHEMA` types the manifest columns even when every value is
+    missing (a data set without masks or groups); extra columns keep their inferred type, a
+    column with no values becomes strings, one with mixed types strings too.
+
+    Args:
+        df: a manifest (:func:`validate_manifest` is applied).
+
+    Returns:
+        A ``pa.Table``: :data:`MANIFEST_SCHEMA` columns first, then the extra columns.
+
+    Raises:
+        ManifestRowError: ``df`` is not a valid manifest.
+
+    >>> df = pd.DataFrame({"id": ["a"], "image_uri": ["/a.png"], "label": [0], "split": ["train"],
+    ...                    "group": [pd.NA], "place": [None], "mask_uri": [pd.NA], "note": [None]})
+    >>> t = manifest_to_arrow(df)
+    >>> [str(f.type) for f in t.schema], t.column("mask_uri").null_count
+    (['string', 'string', 'int64', 'string', 'int64', 'int64', 'string', 'string'], 1)
+    """
+    df = validate_manifest(df)
+    arrays = [pa.array(_plain(df[f.name]), f.type) for f in MANIFEST_SCHEMA]
+    names = list(MANIFEST_SCHEMA.names)
+    for column in df.columns:
+        if column not in MANIFEST_SCHEMA.names:
+            arrays.append(_extra_array(df[column]))
+            names.append(str(column))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def hash_val_split(df: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, int]:
+    """Move a stable share of the ``train`` rows to ``val`` (for data sets without a val split).
+
+    A row goes to val when the first 8 bytes of ``sha256(id)``, read as a fraction of
+    ``2**64``, fall below ``fraction``: the same id always lands in the same split, whatever
+    the other rows, the row order or the machine. At least one row moves when there are two
+    train rows or more, and at least one stays in train.
+
+    Args:
+        df: a manifest.
+        fraction: share of the train rows to move, in ``(0, 1)``.
+
+    Returns:
+        ``(manifest, moved)``: a copy with the new splits, and how many rows moved.
+
+    Raises:
+        ConfigError: ``fraction`` outside ``(0, 1)``.
+
+    >>> df = pd.DataFrame({"id": [f"img{i}.jpg" for i in range(10)], "split": ["train"] * 10})
+    >>> out, moved = hash_val_split(df, 0.2)
+    >>> moved, sorted(out.loc[out["split"] == "val", "id"]) == sorted(
+    ...     hash_val_split(df.iloc[::-1], 0.2)[0].query("split == 'val'")["id"])
+    (3, True)
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"val fraction must be in (0, 1), got {fraction}")
+    out = df.copy()
+    train = (out["split"].astype(str) == "train").to_numpy()
+    keys = np.array(
+        [
+            int.from_bytes(hashlib.sha256(str(i).encode("utf-8")).digest()[:8], "big") / 2.0**64
+            for i in out["id"]
+        ]
+    )
+    to_val = train & (keys < fraction)
+    n_train = int(train.sum())
+    if n_train >= 2 and not to_val.any():  # tiny sets: the lowest hash goes to val
+        to_val[np.flatnonzero(train)[np.argmin(keys[train])]] = True
+    if n_train and to_val.sum() == n_train:  # keep one train row
+        to_val[np.flatnonzero(train)[np.argmax(keys[train])]] = False
+    split = out["split"].astype(object).to_numpy().copy()
+    split[to_val] = "val"
+    out["split"] = pd.array(split, dtype="string")
+    return out, int(to_val.sum())

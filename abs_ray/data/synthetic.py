@@ -33,7 +33,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from abs_ray.data._groups import check_fraction, group_counts, group_sequence
+from abs_ray.data._groups import check_split_sizes, group_sequence, split_counts
 from abs_ray.data.layouts import Sample, read_waterbirds, write_waterbirds
 from abs_ray.errors import ConfigError
 from abs_ray.io import S3Options
@@ -87,28 +87,17 @@ class SyntheticConfig:
     val_correlation: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_val", "n_test"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
-        if self.n_test % 4:
-            raise ConfigError(
-                f"n_test must be a multiple of 4 (four equal groups), got {self.n_test}"
-            )
+        check_split_sizes(
+            self.n_train, self.n_val, self.n_test, self.correlation, self.val_correlation
+        )
         if not isinstance(self.size, int) or self.size < 16:
             raise ConfigError(f"size must be an int >= 16, got {self.size!r}")
-        check_fraction("correlation", self.correlation)
-        if self.val_correlation is not None:
-            check_fraction("val_correlation", self.val_correlation)
 
     def split_counts(self) -> dict[str, dict[int, int]]:
         """``{split: {group: count}}`` this config produces."""
-        val = self.correlation if self.val_correlation is None else self.val_correlation
-        return {
-            "train": group_counts(self.n_train, self.correlation),
-            "val": group_counts(self.n_val, val),
-            "test": group_counts(self.n_test, 0.5),
-        }
+        return split_counts(
+            self.n_train, self.n_val, self.n_test, self.correlation, self.val_correlation
+        )
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """A patch-labelling page: a person labels a few hundred images in the browser.
 
-``python -m abs_ray.label --data <data set URI> --labels <labels CSV URI>`` starts a small
+``abs-ray label --data <data set URI> --labels <labels CSV URI>`` starts a small
 FastAPI app (uvicorn, ``127.0.0.1:8000`` by default) that shows the images of a data set with a
 ``G x G`` grid over them. Click or drag toggles patches; the grid starts pre-filled from the
 current detector (or from the zero-shot saliency prior while there is none); "next" picks the
@@ -11,8 +11,15 @@ the labels so far and reports its balanced patch accuracy on held-out labels.
 - :mod:`~abs_ray.label.config`: :class:`LabelConfig`, the app's settings;
 - :mod:`~abs_ray.label.store`: :class:`LabelStore`, the shared CSV (merge per image, atomic
   writes);
-- :mod:`~abs_ray.label.session`: :class:`LabelSession`, the data set, pre-fill, active
-  selection and retraining (no HTTP);
+- :mod:`~abs_ray.label.pool`: :class:`ImagePool`, the images of one split in a seeded order;
+- :mod:`~abs_ray.label.leases`: :class:`LeaseBook`, which page holds which image;
+- :mod:`~abs_ray.label.predictor`: :class:`Predictor`, the detector or prior that pre-fills,
+  swapped while in use;
+- :mod:`~abs_ray.label.scorer`: :class:`Scorer`, the thread that scores unlabelled images for
+  active selection;
+- :mod:`~abs_ray.label.retrain`: :class:`Retrainer`, retraining rounds in a thread;
+- :mod:`~abs_ray.label.session`: :class:`LabelSession`, which wires those together and answers
+  the API (no HTTP);
 - :mod:`~abs_ray.label.app`: :func:`create_app`, the HTTP API and the page
   (``static/index.html``, self-contained: no CDN, no network fetches).
 

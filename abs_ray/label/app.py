@@ -12,7 +12,7 @@
 ``GET /healthz``                            ``{"ok": true}``
 =========================================== ========================================================
 
-Errors are JSON ``{status, error, type, detail}`` (as the swap service's): 404 unknown image
+Errors are JSON ``{status, error, type, detail}`` (:mod:`abs_ray.web`, as the swap service's): 404 unknown image
 id, 409 retraining busy or too few labels, 413 body over 64 KiB, 415 a body that is not JSON,
 422 a bad mask (wrong length or characters) or parameter, 500 anything else (logged, generic
 detail).
@@ -35,13 +35,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from abs_ray import __version__
 from abs_ray.errors import AbsRayError
 from abs_ray.label.session import LabelSession
-from abs_ray.serve.errors import (
+from abs_ray.web.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
-    error_body,
-    http_status,
 )
+from abs_ray.web.handlers import error_handler, error_response, http_exception_response
 
 logger = logging.getLogger(__name__)
 
@@ -71,30 +70,12 @@ def page_html() -> str:
     return resources.files("abs_ray.label").joinpath("static/index.html").read_text("utf-8")
 
 
-def _error(exc: BaseException) -> JSONResponse:
-    status = http_status(exc)
-    if status >= 500:
-        logger.error("request failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
-    else:
-        logger.info("request refused (%d): %s: %s", status, type(exc).__name__, exc)
-    return JSONResponse(error_body(exc), status_code=status)
-
-
-async def _any_error(request: Request, exc: Exception) -> JSONResponse:
-    return _error(exc)
-
-
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return _error(InvalidRequestError("; ".join(parts) or "invalid request"))
-
-
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    body = {"status": exc.status_code, "error": "http_error", "type": "HTTPException"}
-    return JSONResponse({**body, "detail": str(exc.detail)}, status_code=exc.status_code)
+    return error_response(InvalidRequestError("; ".join(parts) or "invalid request"))
 
 
 async def _read_label_body(request: Request) -> LabelBody:
@@ -138,11 +119,11 @@ def create_app(session: LabelSession) -> FastAPI:
         "labels go to the published info,mask CSV.",
     )
     api.add_exception_handler(RequestValidationError, _validation_error)
-    api.add_exception_handler(StarletteHTTPException, _http_error)
+    api.add_exception_handler(StarletteHTTPException, http_exception_response)
     # Typed errors are answered by the exception middleware (4xx, not re-raised); anything
     # else reaches the server-error middleware, which answers 500 and logs the traceback.
-    api.add_exception_handler(AbsRayError, _any_error)
-    api.add_exception_handler(Exception, _any_error)
+    api.add_exception_handler(AbsRayError, error_handler)
+    api.add_exception_handler(Exception, error_handler)
     page = page_html()
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)

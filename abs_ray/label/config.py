@@ -1,4 +1,4 @@
-"""Settings of the labelling app: one frozen dataclass, filled by ``python -m abs_ray.label``.
+"""Settings of the labelling app: one frozen dataclass, filled by ``abs-ray label``.
 
 Example:
     >>> cfg = LabelConfig(data="data/demo", labels="s3://b/labels/patches.csv")
@@ -16,6 +16,7 @@ import dataclasses
 import math
 from typing import Any
 
+from abs_ray._checks import check_int
 from abs_ray.errors import ConfigError
 from abs_ray.models.detector_train import DetectorTrainConfig
 
@@ -28,28 +29,21 @@ PRIORS = ("saliency", "none")
 def default_train_config() -> DetectorTrainConfig:
     """The retraining recipe of the app: fast enough to run between labelling sessions on CPU.
 
-    Lite0 (ImageNet, offline) with a frozen backbone but its last 2 blocks trainable, cached
-    augmented views, at most 100 epochs or 5 minutes. ``out``, ``data``, ``labels_csv``,
-    ``grid`` and the label selection are filled in for each round.
+    Lite0 (ImageNet, offline), the dense head on the frozen backbone, cached augmented views,
+    at most 100 epochs or 5 minutes; a weak detector is kept (it only pre-fills labels).
+    ``out``, ``data``, ``labels``, ``grid`` and the label selection are filled in for each
+    round.
     """
     return DetectorTrainConfig(
-        out="unset",
         freeze_backbone=True,
-        trainable_blocks=2,
         epochs=100,
         max_train_seconds=300.0,
+        allow_weak_detector=True,
         num_labelled=None,
         eval_split=None,
         sheet_samples=8,
         num_workers=4,  # parallel image reads; the box has 2 cores, reads wait on I/O
     )
-
-
-def _int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    if not ok or (maximum is not None and value > maximum):
-        upper = "" if maximum is None else f" and <= {maximum}"
-        raise ConfigError(f"{name} must be an int >= {minimum}{upper}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +54,7 @@ class LabelConfig:
         data: data set URI (any layout :func:`abs_ray.data.load_dataset` reads).
         labels: the ``info,mask`` CSV URI (local or ``s3://``); created on the first save,
             resumed when it exists (``info`` = manifest id, or a file name matching one).
-        detector: detector checkpoint URI for pre-fill and active selection; None uses the
+        detector_checkpoint: detector checkpoint URI for pre-fill and active selection; None uses the
             latest retrained one under :attr:`detector_out` when there is one.
         out: folder for retrained detectors (``round-NNNN/`` each, plus ``latest.json``);
             None = the labels URI without ``.csv``, plus ``-detector``.
@@ -68,7 +62,7 @@ class LabelConfig:
         target: how many labelled images the person aims for (the counter's denominator).
         split: which split's images are labelled; None = every split.
         prior: pre-fill without a detector: ``"saliency"`` (the zero-shot border-contrast
-            prior of :mod:`abs_ray.serve.saliency`) or ``"none"`` (empty grids).
+            prior of :mod:`abs_ray.models.saliency`) or ``"none"`` (empty grids).
         score_max: unlabelled images scored by the detector for active selection after each
             (re)load, in pool order; bounds the CPU spent (Lite0: ~25 ms an image on CPU).
         score_batch: images per scoring forward pass.
@@ -77,7 +71,7 @@ class LabelConfig:
         holdout_fraction: share of the labels kept out of retraining to measure it.
         min_train_labels: labels needed before retraining (one held out, two to train).
         seed: seed of the pool order, the hold-out draw and training.
-        train: the retraining recipe; ``out``, ``data``, ``labels_csv``, ``grid``,
+        detector: the detector retraining recipe; ``out``, ``data``, ``labels``, ``grid``,
             ``label_split``, ``num_labelled`` and ``eval_split`` are set per round.
         host: address the server binds (loopback by default: the app has no login).
         port: TCP port.
@@ -89,7 +83,7 @@ class LabelConfig:
 
     data: str
     labels: str
-    detector: str | None = None
+    detector_checkpoint: str | None = None
     out: str | None = None
     grid: int = 16
     target: int = 200
@@ -102,7 +96,7 @@ class LabelConfig:
     holdout_fraction: float = 0.2
     min_train_labels: int = 5
     seed: int = 0
-    train: DetectorTrainConfig = dataclasses.field(default_factory=default_train_config)
+    detector: DetectorTrainConfig = dataclasses.field(default_factory=default_train_config)
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -111,18 +105,18 @@ class LabelConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{name} must be a non-empty URI, got {value!r}")
-        for name in ("detector", "out", "split"):
+        for name in ("detector_checkpoint", "out", "split"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(f"{name} must be None or a non-empty string, got {value!r}")
-        _int("grid", self.grid, 1)
-        _int("target", self.target, 1)
-        _int("score_max", self.score_max, 0)
-        _int("score_batch", self.score_batch, 1)
-        _int("display_max", self.display_max, 16)
-        _int("min_train_labels", self.min_train_labels, 3)
-        _int("seed", self.seed, 0)
-        _int("port", self.port, 0, 65535)
+        check_int("grid", self.grid, 1)
+        check_int("target", self.target, 1)
+        check_int("score_max", self.score_max, 0)
+        check_int("score_batch", self.score_batch, 1)
+        check_int("display_max", self.display_max, 16)
+        check_int("min_train_labels", self.min_train_labels, 3)
+        check_int("seed", self.seed, 0)
+        check_int("port", self.port, 0, 65535)
         if self.prior not in PRIORS:
             raise ConfigError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         if not _number_in(self.lease_seconds, 0.0, math.inf):
@@ -131,11 +125,11 @@ class LabelConfig:
             raise ConfigError(
                 f"holdout_fraction must be a number in (0, 0.5], got {self.holdout_fraction!r}"
             )
-        if not isinstance(self.train, DetectorTrainConfig):
+        if not isinstance(self.detector, DetectorTrainConfig):
             raise ConfigError(
-                f"train must be a DetectorTrainConfig, got {type(self.train).__name__}"
+                f"detector must be a DetectorTrainConfig, got {type(self.detector).__name__}"
             )
-        dataclasses.replace(self.train, grid=self.grid)  # grid vs the recipe's image size
+        dataclasses.replace(self.detector, grid=self.grid)  # grid vs the recipe's image size
 
     @property
     def detector_out(self) -> str:

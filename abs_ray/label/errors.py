@@ -1,19 +1,20 @@
 """Typed request errors of the labelling app; each carries its HTTP status.
 
-They extend :class:`abs_ray.serve.errors.RequestError`, so :func:`abs_ray.serve.errors.http_status`
-and :func:`~abs_ray.serve.errors.error_body` map them like the swap service's errors. A bad
-label payload (wrong length, wrong characters) is an
-:class:`~abs_ray.serve.errors.InvalidRequestError` (422).
+They extend :class:`abs_ray.web.errors.RequestError` (the HTTP error layer shared with the
+swap service), so :func:`abs_ray.web.errors.http_status` and
+:func:`~abs_ray.web.errors.error_body` map them like the swap service's errors. A bad label
+payload (wrong length, wrong characters) is an
+:class:`~abs_ray.web.errors.InvalidRequestError` (422).
 
 Example:
-    >>> from abs_ray.serve.errors import http_status
+    >>> from abs_ray.web.errors import http_status
     >>> http_status(UnknownImageError("x")), http_status(TrainingBusyError("y"))
     (404, 409)
 """
 
 from __future__ import annotations
 
-from abs_ray.serve.errors import RequestError
+from abs_ray.web.errors import RequestError
 
 __all__ = ["NotEnoughLabelsError", "TrainingBusyError", "UnknownImageError"]
 

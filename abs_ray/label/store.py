@@ -23,7 +23,7 @@ Example:
     >>> store.put("b.png", "10x0")
     Traceback (most recent call last):
         ...
-    abs_ray.serve.errors.InvalidRequestError: mask may contain only '0' and '1', got 'x' at position 2
+    abs_ray.web.errors.InvalidRequestError: mask may contain only '0' and '1', got 'x' at position 2
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 from abs_ray.errors import LabelFormatError, StorageNotFoundError
 from abs_ray.io import S3Options, read_text, write_text
 from abs_ray.ops.label_csv import PatchLabel, format_patch_label_csv, parse_patch_label_csv
-from abs_ray.serve.errors import InvalidRequestError
+from abs_ray.web.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def check_mask_string(mask: object, grid: int) -> str:
         >>> check_mask_string("011", grid=2)
         Traceback (most recent call last):
             ...
-        abs_ray.serve.errors.InvalidRequestError: mask must have 4 characters (grid 2x2), got 3
+        abs_ray.web.errors.InvalidRequestError: mask must have 4 characters (grid 2x2), got 3
     """
     if not isinstance(mask, str):
         raise InvalidRequestError(

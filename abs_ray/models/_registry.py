@@ -1,4 +1,5 @@
-"""A tiny name -> factory registry, and the weight-loading errors and helper model factories share.
+"""A tiny name -> factory registry, and the weight-loading errors and helpers model factories
+share (a state dict from any URI, loaded strictly).
 
 One :class:`Registry` per kind of swappable part (detector backbones, inpainters). Factories
 register under a name; :meth:`Registry.create` builds one by name, and an unknown name raises a
@@ -19,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import io
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -26,11 +29,13 @@ import torch
 from torch import nn
 
 from abs_ray.errors import AssetUnavailableError, ConfigError
+from abs_ray.io import S3Options, read_bytes
 
 __all__ = [
     "Registry",
     "WeightsMismatchError",
     "WeightsUnavailableError",
+    "load_state_dict_file",
     "load_state_dict_strict",
 ]
 
@@ -98,13 +103,46 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
             ) from None
 
+    def check(self, name: str, kwargs: Mapping[str, Any] | None = None) -> None:
+        """Check, without building anything, that ``name`` is registered and that ``kwargs``
+        are arguments its factory declares (bound against the factory's signature).
+
+        Values are checked by the factory itself when it builds; this catches a wrong name or
+        a misspelt argument when a configuration is made, before any work.
+
+        Raises:
+            ConfigError: ``name`` is unknown (the message lists the known names), or an
+                argument is not accepted (the message lists the accepted ones).
+
+        >>> shapes = Registry("shape")
+        >>> @shapes.register("square")
+        ... def square(side: int = 1) -> str:
+        ...     return "#" * side
+        >>> shapes.check("square", {"sides": 2})
+        Traceback (most recent call last):
+            ...
+        abs_ray.errors.ConfigError: shape 'square' does not accept ['sides']; accepted: side
+        """
+        factory = self.get(name)
+        kwargs = dict(kwargs or {})
+        signature = inspect.signature(factory)
+        try:
+            signature.bind(**kwargs)
+        except TypeError:
+            accepted = [p for p in signature.parameters if p != "self"]
+            rejected = sorted(k for k in kwargs if k not in signature.parameters) or sorted(kwargs)
+            raise ConfigError(
+                f"{self.kind} {name!r} does not accept {rejected}; accepted: {', '.join(accepted)}"
+            ) from None
+
     def create(self, name: str, **kwargs: Any) -> T:
         """Build the object registered as ``name`` with keyword arguments ``kwargs``.
 
         Raises:
-            ConfigError: ``name`` is unknown (the message lists the known names), or the
-                factory rejects its arguments.
+            ConfigError: ``name`` is unknown (the message lists the known names), an argument
+                is not accepted (see :meth:`check`), or the factory rejects a value.
         """
+        self.check(name, kwargs)
         return self.get(name)(**kwargs)
 
 
@@ -132,3 +170,37 @@ def load_state_dict_strict(
                 parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
         raise WeightsMismatchError(f"{what} state dict does not fit the model: {'; '.join(parts)}")
     model.load_state_dict(state_dict, strict=True)
+
+
+def load_state_dict_file(uri: str, s3: S3Options | None = None) -> dict[str, torch.Tensor]:
+    """Read a ``torch.save``-d state dict from any URI (``weights_only`` unpickling).
+
+    A dict holding the state dict under ``"state_dict"`` or ``"model"`` is unwrapped.
+
+    Args:
+        uri: local path or ``s3://bucket/key``.
+        s3: S3 settings; default from the environment.
+
+    Returns:
+        ``name -> tensor`` on CPU.
+
+    Raises:
+        StorageNotFoundError: nothing at ``uri``.
+        StorageError: any other storage failure.
+        WeightsMismatchError: the file is not a state dict of tensors.
+    """
+    data = read_bytes(uri, s3)
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
+        raise WeightsMismatchError(f"{uri}: not a torch state-dict file ({exc})") from exc
+    if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise WeightsMismatchError(f"{uri}: expected a mapping of name -> tensor (a state dict)")
+    return dict(obj)

@@ -33,7 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from abs_ray.errors import ConfigError
+from abs_ray.models.backbones import check_rgb_batch
 from abs_ray.models.inpainters import Inpainter
+from abs_ray.ops.convert import to_float_chw, to_uint8_hwc
 from abs_ray.ops.masks import masks_from_background_prob
 
 __all__ = ["Disentangled", "disentangle", "disentangle_image"]
@@ -88,33 +90,18 @@ class Disentangled:
             raise ConfigError(f"index must be an int in [0, {len(self)}), got {index!r}")
 
         def u8(t: torch.Tensor) -> np.ndarray:
-            return (t.detach() * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+            """``(C, H, W)`` float of one image → ``(H, W, C)`` uint8."""
+            return to_uint8_hwc(t[None].detach())[0].cpu().numpy()
 
-        fg = u8(self.foreground[index]).transpose(1, 2, 0)
-        alpha = u8(self.alpha[index, 0])
+        fg = u8(self.foreground[index])
+        alpha = u8(self.alpha[index])[..., 0]
         return {
             "foreground_rgba": np.concatenate([fg, alpha[..., None]], axis=-1),
-            "background": u8(self.background[index]).transpose(1, 2, 0),
+            "background": u8(self.background[index]),
             "alpha": alpha,
-            "loose": u8(self.loose[index, 0]),
+            "loose": u8(self.loose[index])[..., 0],
             "prob": self.prob[index].detach().float().cpu().numpy(),
         }
-
-
-def _check_images(images: object) -> torch.Tensor:
-    if (
-        not isinstance(images, torch.Tensor)
-        or images.ndim != 4
-        or images.shape[1] != 3
-        or not images.is_floating_point()
-    ):
-        desc = (
-            f"shape {tuple(images.shape)} dtype {images.dtype}"
-            if isinstance(images, torch.Tensor)
-            else type(images).__name__
-        )
-        raise ConfigError(f"images must be a (B, 3, H, W) floating tensor in [0, 1], got {desc}")
-    return images
 
 
 def _check_detector(detector: object, device: torch.device) -> nn.Module:
@@ -176,7 +163,7 @@ def disentangle(
             ``all_hole="raise"``.
         InpainterOutputError: a pluggable inpainter returned a wrong result.
     """
-    images = _check_images(images)
+    images = check_rgb_batch(images)
     detector = _check_detector(detector, images.device)
     if not isinstance(inpainter, Inpainter):
         raise ConfigError(f"inpainter must be an Inpainter, got {type(inpainter).__name__}")
@@ -254,8 +241,7 @@ def disentangle_image(
     if device is None:
         param = next(iter(detector.parameters()), None) if isinstance(detector, nn.Module) else None
         device = param.device if param is not None else torch.device("cpu")
-    tensor = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None]
-    tensor = tensor.to(device=device, dtype=torch.float32) / 255
+    tensor = to_float_chw(image[None, ..., :3], device=device)
     if size is not None:
         hw = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
         if (

@@ -31,6 +31,11 @@ Registered names (:func:`create_inpainter`):
                           AOT-GAN or LaMa export is plugged in on GPU)
 ========================  =============================================================
 
+Each entry declares what it needs (:func:`inpainter_spec`): whether it runs a model that
+wants a GPU (``uses_gpu``), the arguments a configuration may give, and those the runtime
+fills in (``device``, ``s3``; :func:`runtime_kwargs`). Pipelines, stages and preflight decide
+GPU use and validate configurations from that declaration, never from the name.
+
 Diffusion fills (``telea``) leave a smooth silhouette of the removed object that a classifier
 can still learn from; ``patchmatch`` does not, which is why it is the default on CPU.
 
@@ -47,22 +52,31 @@ Example:
 
 from __future__ import annotations
 
-import abc
+import dataclasses
 import inspect
 import io
 import logging
 import threading
 import warnings
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from abs_ray.errors import AbsRayError, AssetUnavailableError, ConfigError
+from abs_ray.devices import resolve_device
+from abs_ray.errors import AssetUnavailableError, ConfigError
 from abs_ray.io import S3Options, read_bytes
 from abs_ray.models._registry import Registry
+from abs_ray.models.inpainter_base import (
+    DEFAULT_INPAINTER,
+    AllHoleError,
+    Inpainter,
+    InpainterOutputError,
+    InpaintingError,
+    _describe,
+)
+from abs_ray.ops.convert import to_float_chw, to_uint8_hwc
 from abs_ray.ops.fill import fill_gray, fill_mean, fill_noise
-from abs_ray.ops.masks import dilate_mask
 from abs_ray.ops.scramble import patch_scramble
 
 __all__ = [
@@ -78,190 +92,20 @@ __all__ = [
     "PatchMatchInpainter",
     "PatchScrambleInpainter",
     "TeleaInpainter",
+    "InpainterSpec",
     "TorchScriptInpainter",
+    "check_inpainter",
     "create_inpainter",
     "inpainter_names",
+    "inpainter_spec",
+    "runtime_kwargs",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INPAINTER = "patchmatch"
-ALL_HOLE_POLICIES = ("gray", "raise")
-
+#: One registry of inpainters: here, with the registrations (importing this module twice,
+#: as pytest's doctest collection does, then makes a new registry, not a duplicate name).
 INPAINTERS: Registry[Inpainter] = Registry("inpainter")
-
-
-class InpaintingError(AbsRayError, ValueError):
-    """An image cannot be inpainted as asked."""
-
-
-class AllHoleError(InpaintingError):
-    """The dilated hole covers a whole image (raised with ``all_hole="raise"``)."""
-
-
-class InpainterOutputError(InpaintingError):
-    """A pluggable inpainter returned the wrong type, shape or non-finite values."""
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"shape {tuple(value.shape)} dtype {value.dtype} device {value.device}"
-    return type(value).__name__
-
-
-def _check_inputs(image: object, mask: object) -> None:
-    """Raise :class:`ConfigError` unless image is (B,3,H,W) floating and mask (B,1,H,W)."""
-    if (
-        not isinstance(image, torch.Tensor)
-        or image.ndim != 4
-        or image.shape[1] != 3
-        or not image.is_floating_point()
-    ):
-        raise ConfigError(f"image must be a (B, 3, H, W) floating tensor, got {_describe(image)}")
-    if not isinstance(mask, torch.Tensor) or not (
-        mask.is_floating_point() or mask.dtype == torch.bool
-    ):
-        raise ConfigError(f"mask must be a floating or bool tensor, got {_describe(mask)}")
-    expected = (image.shape[0], 1, *image.shape[2:])
-    if tuple(mask.shape) != expected:
-        raise ConfigError(
-            f"mask shape {tuple(mask.shape)} does not match image shape {tuple(image.shape)}: "
-            f"expected {expected}"
-        )
-    if mask.device != image.device:
-        raise ConfigError(f"mask is on {mask.device}, image on {image.device}")
-
-
-def _to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) float [0, 1] -> (B, H, W, 3) uint8 numpy (CPU copy)."""
-    return (
-        (images.detach() * 255)
-        .round()
-        .clamp(0, 255)
-        .to(torch.uint8)
-        .permute(0, 2, 3, 1)
-        .cpu()
-        .numpy()
-    )
-
-
-def _from_uint8_hwc(arrays: list[np.ndarray], like: torch.Tensor) -> torch.Tensor:
-    """List of (H, W, 3) uint8 -> (B, 3, H, W) float [0, 1] with ``like``'s dtype and device."""
-    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    return stacked.to(device=like.device, dtype=like.dtype) / 255
-
-
-class Inpainter(abc.ABC):
-    """Base of all inpainters: input checks, hole dilation, edge cases and compositing.
-
-    Subclasses implement :meth:`_fill` only; it sees images that each have at least one hole
-    pixel and one known pixel, and may return anything of the right shape: only hole pixels of
-    its result are kept.
-
-    Args:
-        dilate: pixels by which the binarised hole is grown before filling, ``>= 0``.
-        all_hole: what to do with an image whose dilated hole covers every pixel: ``"gray"``
-            (fill with 0.5 and log a warning) or ``"raise"`` (:class:`AllHoleError`).
-
-    Raises:
-        ConfigError: ``dilate`` is not an int ``>= 0`` or ``all_hole`` is not a known policy.
-    """
-
-    name: ClassVar[str] = "base"
-
-    def __init__(self, dilate: int = 3, all_hole: str = "gray") -> None:
-        if isinstance(dilate, bool) or not isinstance(dilate, int) or dilate < 0:
-            raise ConfigError(f"dilate must be an int >= 0, got {dilate!r}")
-        if all_hole not in ALL_HOLE_POLICIES:
-            raise ConfigError(
-                f"all_hole must be one of {', '.join(ALL_HOLE_POLICIES)}, got {all_hole!r}"
-            )
-        self.dilate = dilate
-        self.all_hole = all_hole
-
-    def config(self) -> dict[str, Any]:
-        """Name and settings, plain values, to store next to outputs."""
-        return {"name": self.name, "dilate": self.dilate, "all_hole": self.all_hole}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
-        return f"{type(self).__name__}({args})"
-
-    def hole_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """The region this inpainter changes: ``mask > 0.5`` dilated by ``self.dilate``.
-
-        Args:
-            mask: ``(B, 1, H, W)`` float (or bool) mask, 1 = hole.
-
-        Returns:
-            ``(B, 1, H, W)`` float32 mask in ``{0, 1}`` on ``mask``'s device.
-
-        Raises:
-            ConfigError: ``mask`` is not a 4-D floating or bool tensor.
-        """
-        if not isinstance(mask, torch.Tensor) or mask.ndim != 4:
-            raise ConfigError(f"mask must be a (B, 1, H, W) tensor, got {_describe(mask)}")
-        binary = (mask > 0.5).to(torch.float32)
-        return dilate_mask(binary, self.dilate)
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Fill the (dilated) hole of every image.
-
-        Args:
-            image: ``(B, 3, H, W)`` float in ``[0, 1]``.
-            mask: ``(B, 1, H, W)`` float in ``[0, 1]`` (or bool), 1 = hole; binarised at 0.5.
-
-        Returns:
-            ``(B, 3, H, W)`` of ``image``'s dtype and device, in ``[0, 1]``; bit-identical to
-            ``image`` wherever :meth:`hole_mask` is 0.
-
-        Raises:
-            ConfigError: wrong types, shapes (the message names both shapes) or devices.
-            AllHoleError: an image's dilated hole covers it entirely and ``all_hole="raise"``.
-            InpainterOutputError: a pluggable model returned the wrong shape or non-finite values.
-        """
-        _check_inputs(image, mask)
-        with torch.no_grad():
-            hole = self.hole_mask(mask).bool()
-            flat = hole.flatten(1)
-            has_hole, all_hole = flat.any(dim=1).cpu(), flat.all(dim=1).cpu()
-            out = image.clone()
-            if bool(all_hole.any()):
-                full = all_hole.nonzero().flatten().tolist()
-                if self.all_hole == "raise":
-                    raise AllHoleError(
-                        f"the dilated hole (dilate={self.dilate}) covers all of image(s) {full} "
-                        f"of shape {tuple(image.shape[1:])}: no known pixel to inpaint from"
-                    )
-                logger.warning(
-                    "%s: the dilated hole covers all of image(s) %s; filling them with gray 0.5",
-                    self.name,
-                    full,
-                )
-                out[all_hole.to(image.device)] = 0.5
-            todo = has_hole & ~all_hole
-            if not bool(todo.any()):
-                return out
-            if bool(todo.all()):
-                sub_image, sub_hole = image, hole
-            else:
-                idx = todo.nonzero().flatten().to(image.device)
-                sub_image, sub_hole = image[idx], hole[idx]
-            filled = self._fill(sub_image, sub_hole.to(image.dtype))
-            filled = filled.to(device=image.device, dtype=image.dtype).clamp(0.0, 1.0)
-            result = torch.where(sub_hole, filled, sub_image)
-            if bool(todo.all()):
-                return result
-            out[idx] = result
-            return out
-
-    @abc.abstractmethod
-    def _fill(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        """Fill ``hole`` (``(b, 1, H, W)`` in ``{0, 1}``, image dtype) of ``image`` (``(b, 3, H, W)``).
-
-        Every image has at least one hole and one known pixel. Returns ``(b, 3, H, W)``; only
-        its hole pixels are used.
-        """
 
 
 @INPAINTERS.register("gray")
@@ -401,13 +245,13 @@ class TeleaInpainter(Inpainter):
     def _fill(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         import cv2
 
-        pixels = _to_uint8_hwc(image)
+        pixels = to_uint8_hwc(image.detach()).cpu().numpy()
         holes = (hole[:, 0] > 0).to(torch.uint8).mul(255).cpu().numpy()
         filled = [
             cv2.inpaint(np.ascontiguousarray(p), h, self.radius, cv2.INPAINT_TELEA)
             for p, h in zip(pixels, holes, strict=True)
         ]
-        return _from_uint8_hwc(filled, image)
+        return to_float_chw(np.stack(filled), image.device, image.dtype)
 
 
 # pypatchmatch keeps its random seed in global native state: a seeded fill holds this lock from
@@ -454,7 +298,7 @@ class PatchMatchInpainter(Inpainter):
         return {**super().config(), "patch_size": self.patch_size, "seed": self.seed}
 
     def _fill(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        pixels = _to_uint8_hwc(image)
+        pixels = to_uint8_hwc(image.detach()).cpu().numpy()
         holes = (hole[:, 0] > 0).to(torch.uint8).mul(255).cpu().numpy()
         filled = []
         for p, h in zip(pixels, holes, strict=True):
@@ -464,7 +308,7 @@ class PatchMatchInpainter(Inpainter):
             with _PATCHMATCH_LOCK:
                 self._patchmatch.set_random_seed(self.seed)
                 filled.append(self._patchmatch.inpaint(p, h, patch_size=self.patch_size))
-        return _from_uint8_hwc(filled, image)
+        return to_float_chw(np.stack(filled), image.device, image.dtype)
 
 
 def _import_patchmatch():
@@ -477,13 +321,6 @@ def _import_patchmatch():
     if not patchmatch.patchmatch_available:  # pragma: no cover
         raise AssetUnavailableError("pypatchmatch is installed but its native library cannot load")
     return patchmatch
-
-
-def _as_device(device: torch.device | str) -> torch.device:
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid device {device!r}: {exc}") from exc
 
 
 @INPAINTERS.register("torchscript")
@@ -512,6 +349,8 @@ class TorchScriptInpainter(Inpainter):
     """
 
     name = "torchscript"
+    uses_gpu = True
+    runtime_args = ("device", "s3")
 
     def __init__(
         self,
@@ -525,7 +364,7 @@ class TorchScriptInpainter(Inpainter):
         if not isinstance(uri, str) or not uri:
             raise ConfigError(f"uri must be a non-empty str, got {uri!r}")
         self.uri = uri
-        self.device = _as_device(device)
+        self.device = resolve_device(device)
         data = read_bytes(uri, s3)
         try:
             with warnings.catch_warnings():
@@ -559,6 +398,74 @@ class TorchScriptInpainter(Inpainter):
         return out.to(device=image.device, dtype=image.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class InpainterSpec:
+    """What a registered inpainter declares.
+
+    Attributes:
+        name: its registered name.
+        uses_gpu: it runs a model that gains from a GPU.
+        arguments: the arguments its constructor accepts.
+        runtime_args: those the runtime fills in when a configuration leaves them out.
+    """
+
+    name: str
+    uses_gpu: bool
+    arguments: tuple[str, ...]
+    runtime_args: tuple[str, ...]
+
+
+def inpainter_spec(name: str) -> InpainterSpec:
+    """The declaration of the inpainter registered as ``name``.
+
+    Raises:
+        ConfigError: ``name`` is unknown (the message lists the known names).
+
+    >>> inpainter_spec("torchscript").uses_gpu, inpainter_spec("telea").uses_gpu
+    (True, False)
+    """
+    factory = INPAINTERS.get(name)
+    arguments = tuple(p for p in inspect.signature(factory).parameters if p != "self")
+    return InpainterSpec(
+        name=name,
+        uses_gpu=bool(getattr(factory, "uses_gpu", False)),
+        arguments=arguments,
+        runtime_args=tuple(getattr(factory, "runtime_args", ())),
+    )
+
+
+def check_inpainter(name: str, kwargs: dict[str, Any] | None = None) -> InpainterSpec:
+    """Check a name and its arguments against the declaration, building nothing.
+
+    Raises:
+        ConfigError: ``name`` is unknown, or an argument is not one it declares.
+
+    >>> check_inpainter("gray", {"colour": 1})
+    Traceback (most recent call last):
+        ...
+    abs_ray.errors.ConfigError: inpainter 'gray' does not accept ['colour']; accepted: value, dilate, all_hole
+    """
+    INPAINTERS.check(name, kwargs)
+    return inpainter_spec(name)
+
+
+def runtime_kwargs(name: str, kwargs: dict[str, Any] | None = None, **runtime: Any) -> dict:
+    """``kwargs`` plus the ``runtime`` values (e.g. ``device``, ``s3``) that the inpainter
+    ``name`` declares as runtime arguments and ``kwargs`` leaves out.
+
+    >>> runtime_kwargs("torchscript", {"uri": "m.pt"}, device="cuda")
+    {'uri': 'm.pt', 'device': 'cuda'}
+    >>> runtime_kwargs("telea", {"radius": 5}, device="cuda")
+    {'radius': 5}
+    """
+    declared = inpainter_spec(name).runtime_args
+    out = dict(kwargs or {})
+    for key, value in runtime.items():
+        if key in declared:
+            out.setdefault(key, value)
+    return out
+
+
 def inpainter_names() -> tuple[str, ...]:
     """Registered inpainter names, sorted."""
     return INPAINTERS.names()
@@ -587,13 +494,4 @@ def create_inpainter(name: str = DEFAULT_INPAINTER, **kwargs: Any) -> Inpainter:
             ...
         abs_ray.errors.ConfigError: unknown inpainter 'lama'; known: gray, mean, noise, patch_scramble, patchmatch, telea, torchscript
     """
-    factory = INPAINTERS.get(name)
-    try:
-        inspect.signature(factory).bind(**kwargs)
-    except TypeError as exc:
-        accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
-        raise ConfigError(
-            f"inpainter {name!r} does not accept {sorted(kwargs)}: {exc}; accepted: "
-            f"{', '.join(accepted)}"
-        ) from None
-    return factory(**kwargs)
+    return INPAINTERS.create(name, **kwargs)

@@ -32,7 +32,7 @@ import numpy as np
 
 from abs_ray.errors import ConfigError, DatasetError, ImageDecodeError
 from abs_ray.io import S3Options, decode_image, join, list_files, read_bytes
-from abs_ray.serve.errors import BankSelectionError
+from abs_ray.web.errors import BankSelectionError
 
 __all__ = ["BANK_COLUMNS", "BackgroundBank"]
 

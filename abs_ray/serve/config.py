@@ -11,6 +11,11 @@ through silently: unknown keys at any level (a misspelt ``max_ongoing_request`` 
 otherwise be ignored), unknown application ``args``, deployment names that do not exist, and a
 ``max_ongoing_requests`` too small for batches to fill.
 
+:func:`capacity_errors` checks that a config's replicas, at their autoscaling maxima, can all
+be placed on the nodes of the cluster it is deployed on (:data:`LOCAL_CLUSTER` for the
+shipped ``deployments/serve_config.yaml``; the RayService's worker groups for Kubernetes). A
+maximum the cluster cannot place leaves a replica pending and the application UNHEALTHY.
+
 Example:
     >>> cfg = ServiceConfig.from_dict({"max_batch_size": 4})
     >>> cfg.max_batch_size, cfg.bank is None
@@ -34,16 +39,54 @@ from abs_ray.errors import ConfigError
 
 __all__ = [
     "DEPLOYMENT_NAMES",
+    "LOCAL_CLUSTER",
     "MASK_SOURCES",
     "ServiceConfig",
+    "USER_CONFIG_KEYS",
+    "capacity_errors",
     "check_serve_config",
+    "parse_user_config",
+    "replica_resources",
     "unknown_keys",
 ]
 
 MASK_SOURCES = ("auto", "detector", "saliency")
 #: Names of the two deployments of the application (``deployments[].name`` in the config).
 DEPLOYMENT_NAMES = ("SwapIngress", "SwapModel")
+#: The cluster ``deployments/serve_config.yaml`` is sized for: one machine with 2 CPUs and no
+#: GPU (the smallest the project supports; ``serve run`` on it starts a 2-CPU Ray).
+LOCAL_CLUSTER: tuple[dict[str, float], ...] = ({"CPU": 2.0, "GPU": 0.0},)
 _MIB = 1024 * 1024
+#: Keys of ``SwapModel``'s ``user_config`` (what can change without restarting a replica).
+USER_CONFIG_KEYS = ("output",)
+
+
+def parse_user_config(user_config: object) -> dict[str, Any]:
+    """``SwapModel``'s ``user_config``, checked: ``{"output": <pipeline output URI or None>}``.
+
+    ``output`` is a pipeline's ``--out`` (local folder or ``s3://`` prefix) whose bank and
+    detector the model serves; None serves ``bank``/``detector_checkpoint`` of ``args``.
+
+    >>> parse_user_config({"output": "s3://bucket/run"})
+    {'output': 's3://bucket/run'}
+    >>> parse_user_config({"outptu": "s3://bucket/run"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    abs_ray.errors.ConfigError: unknown SwapModel user_config key(s) ['outptu']; known: output
+
+    Raises:
+        ConfigError: not a mapping, an unknown key, or an output that is not a URI.
+    """
+    if user_config is None:
+        user_config = {}
+    if not isinstance(user_config, Mapping):
+        raise ConfigError(f"SwapModel user_config must be a mapping, got {user_config!r}")
+    unknown = sorted(set(user_config) - set(USER_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown SwapModel user_config key(s) {unknown}; known: {', '.join(USER_CONFIG_KEYS)}"
+        )
+    return {"output": _optional_uri("output", user_config.get("output"))}
 
 
 def _number(name: str, value: object, low: float, high: float = math.inf) -> float:
@@ -73,6 +116,10 @@ def _optional_uri(name: str, value: object) -> str | None:
 class ServiceConfig:
     """Everything the swap service is configured with.
 
+    The pipeline output to serve is not here but in ``SwapModel``'s ``user_config``
+    (:func:`parse_user_config`): it can change without restarting a replica. ``bank`` and
+    ``detector_checkpoint`` are for a bank or a detector that is not a pipeline output's.
+
     Attributes:
         bank: pipeline output (local folder or ``s3://`` prefix) whose ``data/*.parquet``
             rows (``background_png``, ``label``, ``group``, ``id``) are the background bank;
@@ -82,7 +129,7 @@ class ServiceConfig:
         detector_checkpoint: a detector checkpoint (``abs_ray.models.save_detector``) to
             compute masks with; None = no trained detector.
         mask_source: ``detector`` (needs ``detector_checkpoint``), ``saliency`` (zero-shot,
-            see :mod:`abs_ray.serve.saliency`) or ``auto`` (detector when a checkpoint is
+            see :mod:`abs_ray.models.saliency`) or ``auto`` (detector when a checkpoint is
             given, else saliency).
         tight: tight-mask threshold on ``P(background)``; None = the detector's own.
         loose: loose (inpainted) mask threshold; None = the detector's own.
@@ -101,6 +148,19 @@ class ServiceConfig:
         max_variants: largest ``n`` of ``/v1/swap`` (422 above).
         max_work_pixels: largest ``n * width * height`` of one swap request (422 above):
             bounds a request's memory.
+        body_timeout_s: the whole request body must arrive within this many seconds of the
+            ingress starting to read it (408 after): a slow or stalled client holds an
+            ingress slot for at most this long. Each request's deadline is drawn in
+            ``[0.8, 1] * body_timeout_s`` so that slow clients are not all cut at once.
+        model_retries: times a request is sent again when the model replica answering it
+            died or became unreachable (requests are pure functions of their inputs, so a
+            retry gives the same answer); request errors are never retried.
+        retry_backoff_s: wait before the first retry, doubled for each next one (with
+            jitter).
+        ready_timeout_s: ``GET /v1/ready`` answers 503 when the model has not answered its
+            tiny readiness job within this many seconds.
+        docs: serve the OpenAPI page ``/docs`` (Swagger UI from the installed
+            ``swagger-ui-bundle-v2``, no CDN) and ``/openapi.json``; False answers 404.
         scale: default ``[low, high]`` scale range of the pasted foreground.
         degrees: default rotation range ``+-degrees``.
         translate: default shift range as a fraction of the shorter image side
@@ -128,6 +188,11 @@ class ServiceConfig:
     max_pixels: int = 4 * _MIB
     max_variants: int = 16
     max_work_pixels: int = 16 * _MIB
+    body_timeout_s: float = 10.0
+    model_retries: int = 2
+    retry_backoff_s: float = 0.5
+    ready_timeout_s: float = 5.0
+    docs: bool = True
     scale: tuple[float, float] = (0.5, 1.5)
     degrees: float = 30.0
     translate: float = 32 / 224
@@ -181,6 +246,12 @@ class ServiceConfig:
         _integer("max_pixels", self.max_pixels, 64)
         _integer("max_variants", self.max_variants, 1, 1024)
         _integer("max_work_pixels", self.max_work_pixels, self.max_pixels)
+        set_(self, "body_timeout_s", _number("body_timeout_s", self.body_timeout_s, 0.1, 3600.0))
+        _integer("model_retries", self.model_retries, 0, 10)
+        set_(self, "retry_backoff_s", _number("retry_backoff_s", self.retry_backoff_s, 0.0, 60.0))
+        set_(self, "ready_timeout_s", _number("ready_timeout_s", self.ready_timeout_s, 0.1, 300.0))
+        if not isinstance(self.docs, bool):
+            raise ConfigError(f"docs must be true or false, got {self.docs!r}")
         scale = self.scale
         if not (isinstance(scale, list | tuple) and len(scale) == 2):
             raise ConfigError(f"scale must be a [low, high] pair, got {scale!r}")
@@ -283,8 +354,10 @@ def check_serve_config(config: Mapping[str, Any], app_import_paths: tuple[str, .
 
     Checks, in order: Ray's ``ServeDeploySchema``; unknown keys anywhere in the Serve part;
     for applications whose ``import_path`` is in ``app_import_paths``: their ``args`` as a
-    :class:`ServiceConfig`, deployment names in :data:`DEPLOYMENT_NAMES`, and
-    ``SwapModel.max_ongoing_requests >= max_batch_size`` (otherwise batches never fill).
+    :class:`ServiceConfig`, deployment names in :data:`DEPLOYMENT_NAMES`,
+    ``SwapModel.max_ongoing_requests >= max_batch_size`` (otherwise batches never fill), and
+    ``SwapModel``'s ``user_config`` (:func:`parse_user_config`; an ``output`` excludes
+    ``args.bank`` and ``args.detector_checkpoint``).
 
     Args:
         config: the parsed YAML.
@@ -318,6 +391,17 @@ def check_serve_config(config: Mapping[str, Any], app_import_paths: tuple[str, .
                     f"applications[{i}].deployments[{j}].name {name!r} is not one of "
                     f"{DEPLOYMENT_NAMES}"
                 )
+            if name == "SwapModel" and "user_config" in dep:
+                try:
+                    wanted = parse_user_config(dep["user_config"])
+                except ConfigError as exc:
+                    problems.append(f"applications[{i}].deployments[{j}].user_config: {exc}")
+                else:
+                    if wanted["output"] and (service.bank or service.detector_checkpoint):
+                        problems.append(
+                            f"applications[{i}]: SwapModel's user_config.output gives the bank "
+                            "and the detector; leave args.bank and args.detector_checkpoint null"
+                        )
             limit = dep.get("max_ongoing_requests")
             if name == "SwapModel" and limit is not None and limit < service.max_batch_size:
                 problems.append(
@@ -326,3 +410,110 @@ def check_serve_config(config: Mapping[str, Any], app_import_paths: tuple[str, .
                 )
     if problems:
         raise ConfigError("Serve config problems: " + "; ".join(problems))
+
+
+# --- does a config fit its cluster? ---------------------------------------------------------
+
+
+def _replica_count(dep: Mapping[str, Any]) -> int | None:
+    """Most replicas a deployment entry can have: autoscaling maximum, else ``num_replicas``."""
+    auto = dep.get("autoscaling_config")
+    if isinstance(auto, Mapping):
+        return int(auto.get("max_replicas", 1))
+    count = dep.get("num_replicas", 1)
+    return count if isinstance(count, int) else None  # "auto": Serve picks (up to 100)
+
+
+def replica_resources(
+    config: Mapping[str, Any], app_import_paths: tuple[str, ...], gpus: bool
+) -> list[tuple[str, dict[str, float]]]:
+    """Every replica a Serve config can start at its autoscaling maxima, with its resources.
+
+    Resources come from the application's :class:`ServiceConfig` (``model_num_cpus``,
+    ``num_gpus``, ``ingress_num_cpus``), overridden by a deployment's ``ray_actor_options``
+    as Serve does. Deployments the config does not list run one replica.
+
+    Args:
+        config: a parsed Serve config.
+        app_import_paths: import paths of this project's application builder.
+        gpus: whether the cluster has GPUs (``num_gpus: auto`` is 1 then, else 0).
+
+    Returns:
+        ``[(deployment name, {"CPU": c, "GPU": g}), ...]``, one entry per replica.
+
+    Raises:
+        ConfigError: bad ``args``, or ``num_replicas: auto`` (no maximum to check).
+
+    >>> cfg = {"applications": [{"import_path": "a:b", "args": {"model_num_cpus": 2},
+    ...        "deployments": [{"name": "SwapModel", "autoscaling_config": {"max_replicas": 2}}]}]}
+    >>> replica_resources(cfg, ("a:b",), gpus=False)  # doctest: +NORMALIZE_WHITESPACE
+    [('SwapIngress', {'CPU': 0.5, 'GPU': 0.0}), ('SwapModel', {'CPU': 2.0, 'GPU': 0.0}),
+     ('SwapModel', {'CPU': 2.0, 'GPU': 0.0})]
+    """
+    replicas: list[tuple[str, dict[str, float]]] = []
+    for app in config.get("applications") or []:
+        if app.get("import_path") not in app_import_paths:
+            continue
+        service = ServiceConfig.from_dict(app.get("args"))
+        gpu = float(service.num_gpus) if service.num_gpus != "auto" else float(gpus)
+        own = {
+            "SwapIngress": {"CPU": service.ingress_num_cpus, "GPU": 0.0},
+            "SwapModel": {"CPU": service.model_num_cpus, "GPU": gpu},
+        }
+        listed = {d.get("name"): d for d in app.get("deployments") or []}
+        for name in DEPLOYMENT_NAMES:
+            dep = listed.get(name, {})
+            count = _replica_count(dep)
+            if count is None:
+                raise ConfigError(
+                    f"{name}: num_replicas {dep.get('num_replicas')!r} has no maximum to check; "
+                    "give autoscaling_config.max_replicas or an int"
+                )
+            options = dep.get("ray_actor_options") or {}
+            need = {
+                "CPU": float(options.get("num_cpus", own[name]["CPU"])),
+                "GPU": float(options.get("num_gpus", own[name]["GPU"])),
+            }
+            replicas += [(name, dict(need)) for _ in range(count)]
+    return replicas
+
+
+def capacity_errors(
+    replicas: list[tuple[str, dict[str, float]]], nodes: list[Mapping[str, float]]
+) -> list[str]:
+    """Why ``replicas`` cannot all be placed on ``nodes`` (empty when they can).
+
+    Places the largest first (GPU, then CPU), each on the first node with room, as Ray's
+    scheduler can at best; so a non-empty answer means some replica would stay pending. Sums
+    alone are not enough: two 1-GPU replicas do not fit on two nodes of half a GPU each.
+
+    Args:
+        replicas: from :func:`replica_resources`.
+        nodes: one ``{"CPU": c, "GPU": g}`` per node at the cluster's largest size.
+
+    >>> capacity_errors([("SwapModel", {"CPU": 1, "GPU": 0})] * 2, [{"CPU": 1.5, "GPU": 0}])
+    ['SwapModel needs CPU 1, GPU 0 but the nodes have CPU 0.5, GPU 0 left: 2 replicas need CPU 2, GPU 0; the cluster has CPU 1.5, GPU 0']
+    """
+    free = [{"CPU": float(n.get("CPU", 0)), "GPU": float(n.get("GPU", 0))} for n in nodes]
+    order = sorted(replicas, key=lambda r: (r[1]["GPU"], r[1]["CPU"]), reverse=True)
+    errors = []
+    eps = 1e-9
+    for name, need in order:
+        node = next((n for n in free if all(n[k] + eps >= need[k] for k in ("CPU", "GPU"))), None)
+        if node is None:
+            errors.append(
+                f"{name} needs CPU {need['CPU']:g}, GPU {need['GPU']:g} but the nodes have "
+                + "; ".join(f"CPU {n['CPU']:g}, GPU {n['GPU']:g}" for n in free)
+                + " left"
+            )
+            continue
+        for k in ("CPU", "GPU"):
+            node[k] -= need[k]
+    if errors:
+        total = {k: sum(r[1][k] for r in replicas) for k in ("CPU", "GPU")}
+        have = {k: sum(float(n.get(k, 0)) for n in nodes) for k in ("CPU", "GPU")}
+        errors[-1] += (
+            f": {len(replicas)} replicas need CPU {total['CPU']:g}, GPU {total['GPU']:g}; "
+            f"the cluster has CPU {have['CPU']:g}, GPU {have['GPU']:g}"
+        )
+    return errors

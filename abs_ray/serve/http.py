@@ -1,72 +1,70 @@
-"""The HTTP edge of the swap service: body limits, upload parsing, decoding, encoding, errors.
+"""The HTTP edge of the swap service: body limits, upload parsing, decoding, errors.
 
-Everything the ingress deployment does besides forwarding to the model lives here, so it is
-testable without Ray:
+Everything the ingress deployment does besides forwarding to the model lives in
+``abs_ray.serve`` modules testable without Ray; this one reads and decodes requests:
 
 - :func:`read_body` reads the request body up to ``max_body_bytes`` (Serve sets no limit):
   a larger ``Content-Length`` is refused before anything is read, a chunked body as soon as
-  it passes the limit (413);
+  it passes the limit (413); the whole body must arrive within ``body_timeout_s`` (408), so
+  a slow or stalled client holds an ingress slot for a bounded time;
 - :func:`parse_upload` takes either a raw image body (any content type but JSON, text and
   form-urlencoded: ``curl --data-binary @x.png -H 'Content-Type: image/png'``) or
   ``multipart/form-data`` with file parts ``image`` and, where the endpoint takes them,
   ``background`` and ``mask``. Parts must be *files*: a URL in a text field is refused, and
-  nothing the caller names is ever fetched (no server-side request forgery);
+  nothing the caller names is ever fetched (no server-side request forgery); a body the
+  multipart parser cannot read is a 400, whatever the parser raised;
 - :func:`decode_upload` decodes with the pixel limit and typed errors;
-- query parameters are pydantic models that forbid unknown keys (:class:`SwapQuery`,
-  :class:`MaskQuery`, :class:`InpaintQuery`);
-- :func:`error_response` turns any exception into a JSON body with the status from
-  :func:`abs_ray.serve.errors.http_status`;
-- :func:`create_api` builds the FastAPI app with those handlers (OpenAPI at ``/docs``).
+- :func:`create_api` builds the FastAPI app with the JSON error handlers of
+  :mod:`abs_ray.web.handlers` (shared with the labelling app).
+
+Elsewhere: query parameters in :mod:`abs_ray.serve.query`, result encoding in
+:mod:`abs_ray.serve.responses`, the offline API docs in :mod:`abs_ray.serve.docs`.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import dataclasses
-import json
 import logging
 import secrets
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from abs_ray import __version__
-from abs_ray.io import decode_image, encode_png
+from abs_ray.errors import AbsRayError
+from abs_ray.io import decode_image
 from abs_ray.serve.config import ServiceConfig
-from abs_ray.serve.errors import (
+from abs_ray.serve.jobs import Job, SwapOptions
+from abs_ray.web.errors import (
     InvalidRequestError,
+    MalformedRequestError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
-    error_body,
-    http_status,
 )
-from abs_ray.serve.service import InpaintResult, Job, MaskResult, SwapOptions, SwapResult
+from abs_ray.web.handlers import error_handler, http_exception_response
 
 __all__ = [
+    "ERROR_RESPONSES",
     "INPAINT_PARTS",
     "MASK_PARTS",
     "SWAP_PARTS",
-    "InpaintQuery",
-    "MaskQuery",
-    "SwapQuery",
     "Upload",
+    "body_deadline",
     "create_api",
     "decode_upload",
-    "error_response",
-    "inpaint_response",
-    "mask_response",
+    "new_seed",
     "openapi_body",
     "parse_upload",
     "read_body",
-    "swap_response",
-    "unwrap_error",
+    "ready_job",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,99 +81,19 @@ _PART_DOCS = {
 }
 
 
-# --- query parameters -----------------------------------------------------------------------
-
-
-class _Query(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SwapQuery(_Query):
-    """Query parameters of ``POST /v1/swap``; unset ranges take the service defaults."""
-
-    n: int = Field(1, ge=1, description="number of variants (at most the service's max_variants)")
-    seed: int | None = Field(
-        None,
-        ge=0,
-        lt=2**63,
-        description="seed of the draw; the response reports the one used (random if unset)",
-    )
-    scale_min: float | None = Field(None, gt=0, le=100, description="lowest foreground scale")
-    scale_max: float | None = Field(None, gt=0, le=100, description="highest foreground scale")
-    degrees: float | None = Field(None, ge=0, le=180, description="rotation range +-degrees")
-    translate: float | None = Field(
-        None, ge=0, le=1, description="shift range per axis, fraction of the shorter side"
-    )
-    keep_in_frame: bool = Field(True, description="keep the moved foreground in the image")
-    class_uniform: bool = Field(True, description="draw the background's class uniformly first")
-    label: list[int] = Field(default_factory=list, description="only backgrounds of these classes")
-    group: list[int] = Field(default_factory=list, description="only backgrounds of these groups")
-    feather: float | None = Field(None, ge=0, le=64, description="inward feathering sigma (px)")
-    format: Literal["auto", "png", "json"] = Field(
-        "auto", description="auto: PNG for n = 1, else JSON with base64 PNGs"
-    )
-
-    @model_validator(mode="after")
-    def _scale_order(self) -> SwapQuery:
-        low, high = self.scale_min, self.scale_max
-        if low is not None and high is not None and low > high:
-            raise ValueError(f"scale_min {low} must be <= scale_max {high}")
-        if self.format == "png" and self.n > 1:
-            raise ValueError(f"format=png returns one image; use format=json for n={self.n}")
-        return self
-
-    def options(self, cfg: ServiceConfig, seed: int) -> SwapOptions:
-        """:class:`SwapOptions` with the service defaults filled in.
-
-        Raises:
-            InvalidRequestError: ``n`` over the limit, or ranges that do not fit together.
-        """
-        if self.n > cfg.max_variants:
-            raise InvalidRequestError(f"n must be <= {cfg.max_variants}, got {self.n}")
-        low = cfg.scale[0] if self.scale_min is None else self.scale_min
-        high = cfg.scale[1] if self.scale_max is None else self.scale_max
-        if low > high:
-            raise InvalidRequestError(
-                f"scale range [{low}, {high}] is empty (service default {list(cfg.scale)})"
-            )
-        try:
-            return SwapOptions(
-                n=self.n,
-                seed=seed,
-                scale=(low, high),
-                degrees=cfg.degrees if self.degrees is None else self.degrees,
-                translate=cfg.translate if self.translate is None else self.translate,
-                keep_in_frame=self.keep_in_frame,
-                class_uniform=self.class_uniform,
-                labels=tuple(self.label),
-                groups=tuple(self.group),
-                feather=cfg.feather if self.feather is None else self.feather,
-            )
-        except ValueError as exc:
-            raise InvalidRequestError(str(exc)) from exc
-
-
-class MaskQuery(_Query):
-    """Query parameters of ``POST /v1/mask``."""
-
-    format: Literal["json", "png"] = Field(
-        "json", description="json: masks as base64 PNGs + patch grid; png: the alpha mask only"
-    )
-
-
-class InpaintQuery(_Query):
-    """Query parameters of ``POST /v1/inpaint`` (none yet; unknown ones are refused)."""
-
-
 # --- request body ---------------------------------------------------------------------------
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refusing more than ``max_bytes``.
+async def read_body(request: Request, max_bytes: int, timeout_s: float | None = None) -> bytes:
+    """The request body, refusing more than ``max_bytes`` or a body slower than ``timeout_s``.
+
+    The deadline is for the whole body (not between chunks): a client trickling a byte a
+    second would otherwise hold the request, and its ingress slot, for as long as it likes.
 
     Raises:
         PayloadTooLargeError: ``Content-Length`` or the bytes received exceed the limit.
         InvalidRequestError: a malformed ``Content-Length``.
+        RequestTimeoutError: the body did not arrive within ``timeout_s``.
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -188,13 +106,35 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
                 f"request body is {size} bytes, over the limit of {max_bytes} bytes"
             )
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise PayloadTooLargeError(
-                f"request body is over the limit of {max_bytes} bytes (stopped reading)"
-            )
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise PayloadTooLargeError(
+                        f"request body is over the limit of {max_bytes} bytes (stopped reading)"
+                    )
+    except TimeoutError:
+        expected = f" of {declared}" if declared is not None else ""
+        raise RequestTimeoutError(
+            f"request body not received within {timeout_s:g} s ({len(body)}{expected} bytes "
+            "arrived)"
+        ) from None
     return bytes(body)
+
+
+def body_deadline(timeout_s: float, spread: float = 0.2) -> float:
+    """This request's body deadline: ``timeout_s`` less a random share of up to ``spread``.
+
+    Slow clients that connected together would otherwise all be cut in the same instant
+    and, if they come back at once, be cut together again: a burst of hundreds of
+    responses and new requests every ``timeout_s`` that stalls normal requests for a
+    moment. Spread over ``[(1 - spread) * timeout_s, timeout_s]`` the bursts dissolve.
+
+    >>> all(8.0 <= body_deadline(10.0) <= 10.0 for _ in range(100))
+    True
+    """
+    return timeout_s * (1.0 - spread * secrets.SystemRandom().random())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +158,10 @@ async def parse_upload(
 
     Raises:
         UnsupportedMediaTypeError: a JSON, text or form-urlencoded body.
-        InvalidRequestError: a malformed multipart body, a missing ``image`` part, an unknown
-            or repeated part, or a part that is text instead of a file (e.g. a URL).
+        MalformedRequestError: a multipart body the parser cannot read (bad syntax, a missing
+            or non-ASCII boundary, too many parts, a text part over 64 kB).
+        InvalidRequestError: a missing ``image`` part, an unknown or repeated part, or a part
+            that is text instead of a file (e.g. a URL).
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "multipart/form-data":
@@ -240,13 +182,24 @@ async def parse_upload(
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form_request = Request(request.scope, replay)
+    # Without "app" in the scope, Starlette raises the parser's MultiPartException itself
+    # instead of an HTTPException(400) that would bypass the JSON error body.
+    scope = {k: v for k, v in request.scope.items() if k != "app"}
+    form_request = Request(scope, replay)
     try:
         form = await form_request.form(
             max_files=len(parts), max_fields=len(parts), max_part_size=64 * 1024
         )
     except MultiPartException as exc:
-        raise InvalidRequestError(f"malformed multipart body: {exc.message}") from exc
+        raise MalformedRequestError(f"malformed multipart body: {exc.message}") from exc
+    except StarletteHTTPException as exc:
+        raise MalformedRequestError(f"malformed multipart body: {exc.detail}") from exc
+    except Exception as exc:
+        # The parser reads nothing but this request's bytes: whatever it raises on them
+        # (UnicodeError on a non-ASCII boundary, ValueError, ...) is the request's fault.
+        raise MalformedRequestError(
+            f"malformed multipart body ({type(exc).__name__}: {exc})"
+        ) from exc
     files: dict[str, bytes] = {}
     try:
         for key, value in form.multi_items():
@@ -281,7 +234,7 @@ def _decode_mask(data: bytes, max_pixels: int) -> np.ndarray:
 def decode_upload(
     upload: Upload, kind: str, cfg: ServiceConfig, options: SwapOptions | None = None
 ) -> Job:
-    """Decode an upload into a :class:`~abs_ray.serve.service.Job`, with every limit checked.
+    """Decode an upload into a :class:`~abs_ray.serve.jobs.Job`, with every limit checked.
 
     Raises:
         EmptyImageError, NotAnImageError: (415) not an image.
@@ -310,116 +263,22 @@ def decode_upload(
     return Job(kind, image, mask=mask, background=background, swap=options)
 
 
+def ready_job(side: int = 16) -> Job:
+    """The readiness check's job: the mask of a ``side x side`` black image (a real model call).
+
+    >>> job = ready_job()
+    >>> job.kind, job.image.shape
+    ('mask', (16, 16, 3))
+    """
+    return Job("mask", np.zeros((side, side, 3), dtype=np.uint8))
+
+
 def new_seed() -> int:
     """A random seed in ``[0, 2**63)`` (reported back so the result can be replayed)."""
     return secrets.randbelow(2**63)
 
 
-# --- responses ------------------------------------------------------------------------------
-
-
-def _b64_png(array: np.ndarray) -> str:
-    return base64.b64encode(encode_png(array)).decode("ascii")
-
-
-def swap_response(result: SwapResult, fmt: str) -> Response:
-    """PNG (one variant, ``format`` auto/png) or JSON with base64 PNGs and params of each.
-
-    Raises:
-        InvalidRequestError: ``format=png`` with more than one variant.
-    """
-    as_png = fmt == "png" or (fmt == "auto" and len(result.images) == 1)
-    if as_png and len(result.images) != 1:
-        raise InvalidRequestError(f"format=png returns one image; n={len(result.images)}")
-    headers = {
-        "X-Seed": str(result.seed),
-        "X-Mask-Source": result.mask_source,
-        "X-Foreground-Fraction": f"{result.foreground_fraction:.6f}",
-    }
-    if result.bank_fingerprint:
-        headers["X-Bank-Fingerprint"] = result.bank_fingerprint
-    if as_png:
-        headers["X-Swap-Params"] = json.dumps(result.params[0], separators=(",", ":"))
-        return Response(encode_png(result.images[0]), media_type="image/png", headers=headers)
-    height, width = result.images[0].shape[:2]
-    body = {
-        "seed": result.seed,
-        "n": len(result.images),
-        "width": width,
-        "height": height,
-        "mask_source": result.mask_source,
-        "foreground_fraction": result.foreground_fraction,
-        "bank_fingerprint": result.bank_fingerprint,
-        "variants": [
-            {"png": _b64_png(image), "params": params}
-            for image, params in zip(result.images, result.params, strict=True)
-        ],
-    }
-    return JSONResponse(body, headers=headers)
-
-
-def mask_response(result: MaskResult, fmt: str) -> Response:
-    """The alpha PNG, or JSON with alpha and loose PNGs (base64) and the patch grid.
-
-    The grid is ``patch_prob`` (``G x G`` ``P(background)``) and ``foreground_patches``: a
-    string of ``G²`` characters ``0``/``1`` in row-major order, 1 = foreground (``p <
-    tight``), the ``mask`` format of the paper's ``info,mask`` label CSV.
-    """
-    grid = None if result.prob is None else result.prob
-    patches = None
-    if grid is not None:
-        patches = "".join("1" if p < result.tight_threshold else "0" for p in grid.flatten())
-    headers = {"X-Mask-Source": result.mask_source}
-    if fmt == "png":
-        if patches is not None:
-            headers["X-Patch-Grid"] = f"{grid.shape[0]}x{grid.shape[1]}:{patches}"
-        return Response(encode_png(result.alpha), media_type="image/png", headers=headers)
-    height, width = result.alpha.shape
-    body = {
-        "width": width,
-        "height": height,
-        "mask_source": result.mask_source,
-        "tight": result.tight_threshold,
-        "loose": result.loose_threshold,
-        "grid": None if grid is None else int(grid.shape[0]),
-        "patch_prob": None if grid is None else np.round(grid, 5).tolist(),
-        "foreground_patches": patches,
-        "foreground_fraction": float((result.alpha > 0).mean()),
-        "alpha_png": _b64_png(result.alpha),
-        "loose_png": _b64_png(result.loose),
-    }
-    return JSONResponse(body, headers=headers)
-
-
-def inpaint_response(result: InpaintResult) -> Response:
-    """The completed background as PNG (hole fraction and mask source in headers)."""
-    headers = {
-        "X-Mask-Source": result.mask_source,
-        "X-Hole-Fraction": f"{result.hole_fraction:.6f}",
-    }
-    return Response(encode_png(result.background), media_type="image/png", headers=headers)
-
-
 # --- errors ---------------------------------------------------------------------------------
-
-
-def unwrap_error(exc: BaseException) -> BaseException:
-    """The original exception of a Ray task/actor error (``RayTaskError.cause``), else ``exc``."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException) and type(exc).__module__.startswith("ray."):
-        return cause
-    return exc
-
-
-def error_response(exc: BaseException) -> JSONResponse:
-    """JSON error response for any exception; 5xx are logged with their traceback."""
-    exc = unwrap_error(exc)
-    status = http_status(exc)
-    if status >= 500:
-        logger.error("request failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
-    else:
-        logger.info("request refused (%d): %s: %s", status, type(exc).__name__, exc)
-    return JSONResponse(error_body(exc), status_code=status)
 
 
 def _validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -439,16 +298,6 @@ def _validation_response(request: Request, exc: RequestValidationError) -> JSONR
         "errors": errors,
     }
     return JSONResponse(body, status_code=422)
-
-
-def _http_exception_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    body = {
-        "status": exc.status_code,
-        "error": "http_error",
-        "type": "HTTPException",
-        "detail": str(exc.detail),
-    }
-    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 def openapi_body(parts: tuple[str, ...]) -> dict[str, Any]:
@@ -473,15 +322,27 @@ def openapi_body(parts: tuple[str, ...]) -> dict[str, Any]:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed multipart body"},
+    408: {"description": "body not received within body_timeout_s"},
     413: {"description": "body over max_body_bytes"},
     415: {"description": "not an image, or a JSON/text body"},
-    422: {"description": "over the pixel limit, damaged image, bad parameter, n too large"},
+    422: {
+        "description": "over the pixel limit, damaged image, bad or repeated parameter, n too large"
+    },
+    503: {"description": "the model cannot answer now (retry later)"},
 }
 
 
 def create_api() -> FastAPI:
-    """The FastAPI app of the ingress, with JSON error handlers (routes are added by it)."""
+    """The FastAPI app of the ingress, with JSON error handlers (routes are added by it).
+
+    FastAPI's own ``/docs``, ``/redoc`` and ``/openapi.json`` are off: the ingress serves
+    ``/docs`` offline and ``/openapi.json`` itself, both behind the ``docs`` setting.
+    """
     api = FastAPI(
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
         title="abs-ray swap service",
         version=__version__,
         description=(
@@ -492,5 +353,7 @@ def create_api() -> FastAPI:
         ),
     )
     api.add_exception_handler(RequestValidationError, _validation_response)
-    api.add_exception_handler(StarletteHTTPException, _http_exception_response)
+    api.add_exception_handler(StarletteHTTPException, http_exception_response)
+    # Typed errors raised outside a route's own try (dependencies such as single_valued).
+    api.add_exception_handler(AbsRayError, error_handler)
     return api

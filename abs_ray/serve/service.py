@@ -30,254 +30,38 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from abs_ray import __version__
-from abs_ray.errors import AbsRayError, ConfigError
+from abs_ray.devices import resolve_device
+from abs_ray.errors import AbsRayError
 from abs_ray.models.inpainters import Inpainter, create_inpainter
-from abs_ray.ops import SwapConfig, SwapParams, sample_swap_params, swap_backgrounds
+from abs_ray.ops import SwapParams, sample_swap_params, swap_backgrounds
 from abs_ray.ops.masks import masks_from_background_prob
 from abs_ray.serve.bank import BackgroundBank
 from abs_ray.serve.config import ServiceConfig
-from abs_ray.serve.errors import InvalidRequestError
+from abs_ray.serve.jobs import (
+    InpaintResult,
+    Job,
+    MaskResult,
+    Result,
+    SwapOptions,
+    SwapResult,
+    check_job,
+)
+from abs_ray.serve.mask_source import MaskSource, load_mask_source
+from abs_ray.serve.output import PipelineOutput, open_output
+from abs_ray.web.errors import InvalidRequestError
 
-__all__ = [
-    "InpaintResult",
-    "Job",
-    "MaskResult",
-    "MaskSource",
-    "SwapOptions",
-    "SwapResult",
-    "SwapService",
-    "load_mask_source",
-    "resolve_device",
-]
+__all__ = ["SwapService", "resolve_device"]
 
 logger = logging.getLogger(__name__)
-
-JobKind = Literal["swap", "mask", "inpaint"]
-_KINDS = ("swap", "mask", "inpaint")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> ``cuda`` when this process sees a GPU, else ``cpu``; other names as given.
-
-    Raises:
-        ConfigError: an invalid device name.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid device {device!r}: {exc}") from exc
-
-
-@dataclasses.dataclass(frozen=True)
-class SwapOptions:
-    """What one swap request asks for (defaults: the paper's Waterbirds ranges).
-
-    Attributes:
-        n: number of variants, ``>= 1``.
-        seed: seed of the parameter draw; same seed, same result.
-        scale: ``(low, high)`` uniform scale range.
-        degrees: rotation uniform in ``[-degrees, degrees]``.
-        translate: shift range per axis as a fraction of the image's shorter side.
-        keep_in_frame: keep the moved foreground inside the image.
-        class_uniform: draw the background's class uniformly first (else uniform over the
-            selected backgrounds).
-        labels: only backgrounds of these classes (empty = all).
-        groups: only backgrounds of these groups (empty = all).
-        feather: inward feathering sigma in pixels (0 = hard alpha).
-
-    Raises:
-        ConfigError: a value is out of range (via :class:`~abs_ray.ops.SwapConfig`).
-    """
-
-    n: int = 1
-    seed: int = 0
-    scale: tuple[float, float] = (0.5, 1.5)
-    degrees: float = 30.0
-    translate: float = 32 / 224
-    keep_in_frame: bool = True
-    class_uniform: bool = True
-    labels: tuple[int, ...] = ()
-    groups: tuple[int, ...] = ()
-    feather: float = 0.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ConfigError(f"n must be an int >= 1, got {self.n!r}")
-        if (
-            isinstance(self.seed, bool)
-            or not isinstance(self.seed, int)
-            or not 0 <= self.seed < 2**63
-        ):
-            raise ConfigError(f"seed must be an int in [0, 2**63), got {self.seed!r}")
-        if not isinstance(self.translate, int | float) or not 0 <= self.translate <= 1:
-            raise ConfigError(f"translate must be a fraction in [0, 1], got {self.translate!r}")
-        if not isinstance(self.feather, int | float) or not 0 <= self.feather <= 64:
-            raise ConfigError(f"feather must be a sigma in [0, 64] pixels, got {self.feather!r}")
-        self.swap_config(224)  # validates scale, degrees and the flags
-
-    def swap_config(self, short_side: int) -> SwapConfig:
-        """The :class:`~abs_ray.ops.SwapConfig` for an image whose shorter side is given."""
-        return SwapConfig(
-            scale=tuple(self.scale),
-            degrees=self.degrees,
-            translate=float(self.translate) * short_side,
-            class_uniform=self.class_uniform,
-            keep_in_frame=self.keep_in_frame,
-        )
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Job:
-    """One request for the model.
-
-    Attributes:
-        kind: ``swap``, ``mask`` or ``inpaint``.
-        image: ``(H, W, 3)`` uint8 RGB.
-        mask: optional ``(H, W)`` uint8 foreground mask from the caller (0 = background,
-            255 = object; intermediate values are a soft alpha); replaces the mask source.
-        background: optional ``(h, w, 3)`` uint8 background from the caller (``swap``);
-            resized to the image; replaces the bank.
-        swap: :class:`SwapOptions` (``swap`` only; default ``SwapOptions()``).
-    """
-
-    kind: JobKind
-    image: np.ndarray
-    mask: np.ndarray | None = None
-    background: np.ndarray | None = None
-    swap: SwapOptions | None = None
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class SwapResult:
-    """``images``: ``n`` ``(H, W, 3)`` uint8; ``params``: one JSON-able record each.
-
-    ``bank_fingerprint`` identifies the bank drawn from (None for an uploaded background):
-    replaying a seed gives the same result only on the same bank.
-    """
-
-    images: list[np.ndarray]
-    params: list[dict[str, Any]]
-    seed: int
-    mask_source: str
-    foreground_fraction: float
-    bank_fingerprint: str | None
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class MaskResult:
-    """Tight and loose masks ``(H, W)`` uint8 in ``{0, 255}``; ``prob`` the ``(G, G)`` grid."""
-
-    alpha: np.ndarray
-    loose: np.ndarray
-    prob: np.ndarray | None
-    tight_threshold: float
-    loose_threshold: float
-    mask_source: str
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class InpaintResult:
-    """``background``: ``(H, W, 3)`` uint8 with the hole filled; ``hole_fraction`` of pixels."""
-
-    background: np.ndarray
-    hole_fraction: float
-    mask_source: str
-
-
-Result = SwapResult | MaskResult | InpaintResult
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class MaskSource:
-    """The model that turns images into ``P(background)`` logits per patch.
-
-    Attributes:
-        model: ``(B, 3, S, S)`` in ``[0, 1]`` -> ``(B, G, G)`` logits, on the service device.
-        kind: ``detector`` (a trained checkpoint) or ``saliency`` (zero-shot).
-        image_size: ``S``.
-        grid: ``G``.
-        tight: tight-mask threshold used.
-        loose: loose-mask threshold used.
-        info: JSON-able description for ``/v1/info``.
-    """
-
-    model: nn.Module
-    kind: str
-    image_size: int
-    grid: int
-    tight: float
-    loose: float
-    info: dict[str, Any]
-
-
-def load_mask_source(
-    cfg: ServiceConfig, device: torch.device, pretrained: bool = True
-) -> MaskSource:
-    """Load the configured mask source (offline: both load without network).
-
-    Args:
-        cfg: service settings (``mask_source``, ``detector_checkpoint``, thresholds).
-        device: where to put the model.
-        pretrained: saliency features with ImageNet weights (False only for fast tests).
-
-    Raises:
-        ConfigError: inconsistent settings.
-        StorageError: the checkpoint cannot be read.
-        WeightsMismatchError: the checkpoint is not a detector checkpoint.
-    """
-    use_detector = cfg.mask_source == "detector" or (
-        cfg.mask_source == "auto" and cfg.detector_checkpoint is not None
-    )
-    if use_detector:
-        from abs_ray.models import load_detector
-
-        detector = load_detector(cfg.detector_checkpoint, device=device)
-        dcfg = detector.config
-        tight = cfg.tight if cfg.tight is not None else dcfg.tight
-        loose = cfg.loose if cfg.loose is not None else dcfg.loose
-        meta = detector.meta if isinstance(detector.meta, dict) else {}
-        info = {
-            "kind": "detector",
-            "trained": True,
-            "checkpoint": cfg.detector_checkpoint,
-            "backbone": dcfg.name,
-            "grid": dcfg.grid,
-            "image_size": dcfg.image_size,
-            "tight": tight,
-            "loose": loose,
-            "label_source": meta.get("label_source"),
-            "metrics": meta.get("metrics"),
-        }
-        return MaskSource(detector, "detector", dcfg.image_size, dcfg.grid, tight, loose, info)
-    from abs_ray.serve.saliency import BorderContrastSaliency
-
-    model = BorderContrastSaliency(pretrained=pretrained).to(device).eval()
-    tight = cfg.tight if cfg.tight is not None else 0.5
-    loose = cfg.loose if cfg.loose is not None else 0.9
-    info = {
-        "kind": "saliency",
-        "trained": False,
-        "note": "zero-shot border-contrast saliency; set detector_checkpoint for a trained "
-        "detector",
-        **model.config,
-        "tight": tight,
-        "loose": loose,
-    }
-    logger.warning("no detector checkpoint configured: masks come from zero-shot saliency")
-    return MaskSource(model, "saliency", model.image_size, model.grid, tight, loose, info)
 
 
 def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -300,34 +84,6 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     ).clamp_(0.0, 1.0)
 
 
-def _check_job(job: object) -> Job:
-    if not isinstance(job, Job) or job.kind not in _KINDS:
-        raise InvalidRequestError(f"expected a Job of kind {_KINDS}, got {job!r}")
-    image = job.image
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3):
-        raise InvalidRequestError("image must be an (H, W, 3) uint8 array")
-    if image.shape[2] != 3 or min(image.shape[:2]) < 2:
-        raise InvalidRequestError(f"image must be (H, W, 3) with H, W >= 2, got {image.shape}")
-    if job.mask is not None:
-        mask = job.mask
-        if not (isinstance(mask, np.ndarray) and mask.dtype == np.uint8 and mask.ndim == 2):
-            raise InvalidRequestError("mask must be an (H, W) uint8 array")
-        if mask.shape != image.shape[:2]:
-            raise InvalidRequestError(
-                f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                f"{image.shape[1]}x{image.shape[0]}: they must be the same size"
-            )
-    if job.background is not None:
-        bg = job.background
-        if not (isinstance(bg, np.ndarray) and bg.dtype == np.uint8 and bg.ndim == 3):
-            raise InvalidRequestError("background must be an (H, W, 3) uint8 array")
-        if job.kind != "swap":
-            raise InvalidRequestError(f"a background upload is only for swap, not {job.kind}")
-    if job.swap is not None and not isinstance(job.swap, SwapOptions):
-        raise InvalidRequestError(f"swap options must be SwapOptions, got {type(job.swap)}")
-    return job
-
-
 class SwapService:
     """Masks, inpainting and swaps on one device, for batches of :class:`Job`.
 
@@ -337,6 +93,8 @@ class SwapService:
         bank: the background bank.
         cfg: service settings (limits, ``inpaint_max_side``).
         device: where tensors live.
+        output: the pipeline output the bank and mask source come from, if they do
+            (reported by :meth:`info`).
 
     Use :meth:`from_config` to build one from a :class:`ServiceConfig`.
     """
@@ -348,7 +106,9 @@ class SwapService:
         bank: BackgroundBank,
         cfg: ServiceConfig,
         device: torch.device,
+        output: PipelineOutput | None = None,
     ) -> None:
+        self.output = output
         self.mask_source = mask_source
         self.inpainter = inpainter
         self.bank = bank
@@ -361,19 +121,29 @@ class SwapService:
 
     @classmethod
     def from_config(
-        cls, cfg: ServiceConfig, device: torch.device | str | None = None, pretrained: bool = True
+        cls,
+        cfg: ServiceConfig,
+        device: torch.device | str | None = None,
+        pretrained: bool = True,
+        output: str | None = None,
     ) -> SwapService:
-        """Load the mask source, the inpainter and the bank named by ``cfg``.
+        """Load the mask source, the inpainter and the bank named by ``cfg`` (or ``output``).
 
         Args:
             cfg: service settings.
             device: overrides ``cfg.device``.
             pretrained: see :func:`load_mask_source`.
+            output: a pipeline output (its ``--out``) whose bank and detector to serve
+                (:func:`abs_ray.serve.output.open_output`); ``cfg`` must then name neither.
 
         Raises:
-            ConfigError, StorageError, DatasetError, WeightsMismatchError: bad settings or
-                unreadable checkpoint/bank; the replica does not start.
+            ConfigError, StorageError, DatasetError, WeightsMismatchError: bad settings, a
+                bad output, or unreadable checkpoint/bank; the replica does not start.
         """
+        found = None
+        if output is not None:
+            found = open_output(output)
+            cfg = found.service_config(cfg)
         dev = resolve_device(cfg.device) if device is None else torch.device(device)
         source = load_mask_source(cfg, dev, pretrained=pretrained)
         inpainter = create_inpainter(cfg.inpainter, **cfg.inpainter_kwargs)
@@ -391,7 +161,7 @@ class SwapService:
             bank.source,
             len(bank),
         )
-        return cls(source, inpainter, bank, cfg, dev)
+        return cls(source, inpainter, bank, cfg, dev, output=found)
 
     # --- public -------------------------------------------------------------------------
 
@@ -404,6 +174,7 @@ class SwapService:
             "mask_source": self.mask_source.info,
             "inpainter": {**self.inpainter.config(), "max_side": self.cfg.inpaint_max_side},
             "bank": self._bank_info,
+            "output": None if self.output is None else self.output.info(),
             "stats": {
                 "batches": self._batches,
                 "jobs": self._jobs,
@@ -433,7 +204,7 @@ class SwapService:
         valid: list[int] = []
         for i, job in enumerate(jobs):
             try:
-                _check_job(job)
+                check_job(job)
                 valid.append(i)
             except AbsRayError as exc:
                 results[i] = exc

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from abs_ray.devices import resolve_device
 from abs_ray.errors import AbsRayError
 from abs_ray.io import S3Options, encode_png
 from abs_ray.stages.load import TIMING_PREFIX
@@ -28,15 +29,6 @@ if TYPE_CHECKING:  # torch is imported where a model runs: task workers that onl
     import torch  # encode or read true masks never pay for it.
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → ``cuda`` when this process sees a GPU, else ``cpu``; other names as given."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _ok_rows(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -55,7 +47,12 @@ def _mark_error(batch: dict[str, np.ndarray], i: int, stage: str, exc: BaseExcep
 def _run_rows(
     batch: dict[str, np.ndarray], stage: str, fn: Callable[[np.ndarray], None]
 ) -> dict[str, np.ndarray]:
-    """Apply ``fn(row_indices)`` to the batch's good rows; on failure retry row by row."""
+    """Apply ``fn(row_indices)`` to the batch's good rows; on failure retry row by row.
+
+    Adds ``t_<stage>``: the stage's time shared among the rows it processed (the rows still
+    good when it started), NaN for the rows that had failed before, so that the writer's
+    rates count only rows that went through the stage.
+    """
     start = time.perf_counter()
     rows = _ok_rows(batch)
     if len(rows):
@@ -68,37 +65,63 @@ def _run_rows(
                     fn(np.array([i]))
                 except (AbsRayError, RuntimeError, ValueError) as row_exc:
                     _mark_error(batch, int(i), stage, row_exc)
-    n = max(1, len(batch["image_uri"]))
-    batch[TIMING_PREFIX + stage] = np.full(n, (time.perf_counter() - start) / n)
+    timing = np.full(len(batch["image_uri"]), np.nan)
+    timing[rows] = (time.perf_counter() - start) / max(1, len(rows))
+    batch[TIMING_PREFIX + stage] = timing
     return batch
 
 
 def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, H, W, 3) uint8 → (B, 3, H, W) float in [0, 1] on ``device``."""
-    import torch
+    from abs_ray.ops.convert import to_float_chw
 
-    return (
-        torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
-    )
+    return to_float_chw(images, device)
+
+
+#: What the ``detector`` column of every output row says for the zero-shot saliency source.
+SALIENCY_DETECTOR = "saliency (zero-shot, untrained)"
 
 
 class DetectPatches:
     """Actor stage: images → the detector's ``P(background)`` patch grid.
 
     Args:
-        checkpoint: URI of a detector checkpoint (:func:`abs_ray.models.save_detector`).
+        checkpoint: URI of a detector checkpoint (:func:`abs_ray.models.save_detector`);
+            None with ``saliency``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         s3: S3 settings for an ``s3://`` checkpoint.
+        saliency: instead of a checkpoint, the arguments of the zero-shot
+            :class:`~abs_ray.models.saliency.BorderContrastSaliency` (``grid``,
+            ``image_size``): no training, masks of whatever contrasts with the image border.
 
     Adds ``prob``: (B, G, G) float32 in [0, 1] (zeros for failed rows).
+
+    Raises:
+        ConfigError: neither or both of ``checkpoint`` and ``saliency``.
     """
 
-    def __init__(self, checkpoint: str, device: str = "auto", s3: S3Options | None = None) -> None:
-        from abs_ray.models import load_detector
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        device: str = "auto",
+        s3: S3Options | None = None,
+        saliency: dict | None = None,
+    ) -> None:
+        from abs_ray.errors import ConfigError
 
+        if (checkpoint is None) == (saliency is None):
+            raise ConfigError("DetectPatches needs either a checkpoint or saliency settings")
         self.device = resolve_device(device)
-        self.model = load_detector(checkpoint, device=self.device, s3=s3)
-        self.grid = self.model.config.grid
+        if saliency is not None:
+            from abs_ray.models.saliency import BorderContrastSaliency
+
+            self.model = BorderContrastSaliency(**saliency).to(self.device).eval()
+            self.grid = self.model.grid
+        else:
+            from abs_ray.models import load_detector
+
+            self.model = load_detector(checkpoint, device=self.device, s3=s3)
+            self.grid = self.model.config.grid
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -174,11 +197,10 @@ class InpaintBackgrounds:
         encode: bool = False,
     ) -> None:
         from abs_ray.models import create_inpainter
+        from abs_ray.models.inpainters import runtime_kwargs
 
         self.device = resolve_device(device)
-        kwargs = dict(inpainter_kwargs or {})
-        if inpainter == "torchscript":
-            kwargs.setdefault("device", str(self.device))
+        kwargs = runtime_kwargs(inpainter, inpainter_kwargs, device=str(self.device))
         self.inpainter = create_inpainter(inpainter, **kwargs)
         self.tight, self.loose = tight, loose
         self.encode = encode
@@ -187,6 +209,7 @@ class InpaintBackgrounds:
         import torch
 
         from abs_ray.ops import masks_from_background_prob
+        from abs_ray.ops.convert import to_uint8_hwc
 
         images = batch["image"]
         n, h, w = images.shape[:3]
@@ -210,10 +233,8 @@ class InpaintBackgrounds:
                         prob, (h, w), tight=self.tight, loose=self.loose
                     )
                 bg = self.inpainter(x, loose)
-            alpha[rows] = (tight[:, 0] * 255).round().byte().cpu().numpy()
-            background[rows] = (
-                (bg * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-            )
+            alpha[rows] = to_uint8_hwc(tight)[..., 0].cpu().numpy()
+            background[rows] = to_uint8_hwc(bg).cpu().numpy()
 
         batch = _run_rows(dict(batch), "inpaint", inpaint)
         batch["alpha"], batch["background"] = alpha, background

@@ -2,7 +2,10 @@
 
 A corrupt, truncated, empty, missing or oversized file never fails the batch: the row keeps
 its manifest columns, gets zero pixels and an ``error_type``/``error_message``, and the caller
-routes it to ``errors/``. (Ray's ``read_images`` fails the whole job on one bad file.)
+routes it to ``errors/``. (Ray's ``read_images`` fails the whole job on one bad file.) Files are
+read with :func:`abs_ray.data.files.read_data_file`: inside a local data set's root, a link
+that leads outside it, a directory, pipe or device named like an image are per-row errors too.
+Messages and logs name the file and the reason, never the file's bytes.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ import time
 import numpy as np
 from PIL import Image
 
+from abs_ray.data.files import read_data_file
 from abs_ray.errors import AbsRayError, ConfigError
-from abs_ray.io import DEFAULT_MAX_PIXELS, S3Options, decode_image, read_bytes
+from abs_ray.io import DEFAULT_MAX_PIXELS, S3Options, decode_image
+from abs_ray.io.image import max_encoded_bytes
 
 logger = logging.getLogger(__name__)
 
 #: Columns added to every row; ``error_type == ""`` means the row loaded.
 ERROR_COLUMNS = ("error_stage", "error_type", "error_message")
-#: Per-row seconds spent in a stage (batch time / batch size), summed by the writer.
+#: Per-row seconds spent in a stage (batch time / rows it processed; NaN for rows it did not
+#: process), summed and counted by the writer.
 TIMING_PREFIX = "t_"
 
 
@@ -32,6 +38,10 @@ class LoadImages:
         s3: S3 settings for ``s3://`` URIs (None: the standard AWS environment of the worker).
         max_pixels: pixel limit checked before decoding.
         masks: also load ``mask_uri`` (a missing mask URI gives an all-zero mask).
+        root: the data set's local root (:func:`abs_ray.data.files.data_root`): rows under it
+            whose real path leaves it are refused (``OutsideDataRootError``); None: no check.
+        max_bytes: larger files are refused unread; None: :func:`~abs_ray.io.image.
+            max_encoded_bytes` of ``max_pixels``.
 
     Output columns added: ``image`` (B, H, W, 3) uint8, ``mask`` (B, H, W) uint8 in {0, 255}
     when ``masks``, and :data:`ERROR_COLUMNS`.
@@ -53,6 +63,8 @@ class LoadImages:
         s3: S3Options | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         masks: bool = True,
+        root: str | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         if len(size) != 2 or min(size) <= 0:
             raise ConfigError(f"size must be (H, W) with positive values, got {size}")
@@ -60,9 +72,12 @@ class LoadImages:
         self.s3 = s3
         self.max_pixels = max_pixels
         self.masks = masks
+        self.root = root
+        self.max_bytes = max_encoded_bytes(max_pixels) if max_bytes is None else max_bytes
 
     def _load(self, uri: str, mask: bool) -> np.ndarray:
-        pixels = decode_image(read_bytes(uri, self.s3), max_pixels=self.max_pixels)
+        data = read_data_file(uri, self.root, self.s3, self.max_bytes)
+        pixels = decode_image(data, max_pixels=self.max_pixels)
         img = Image.fromarray(pixels[..., 0] if mask else pixels)
         h, w = self.size
         if img.size != (w, h):

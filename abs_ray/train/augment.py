@@ -2,7 +2,7 @@
 
 For ``abs``/``oracle`` every sample, every time it is drawn (with probability ``swap_prob``),
 gets its tight foreground pasted, randomly scaled/rotated/shifted, on a background drawn
-class-uniformly from a :class:`BackgroundBank` (the current batch's inpainted backgrounds plus
+class-uniformly from a :class:`RecentBackgrounds` (the current batch's inpainted backgrounds plus
 recent batches'), via :func:`abs_ray.ops.sample_swap_params` and
 :func:`abs_ray.ops.swap_backgrounds`. Then, for every method, RandomResizedCrop (area
 ``crop_scale``, aspect 3/4-4/3) back to the input size and a horizontal flip, as in the paper.
@@ -13,6 +13,11 @@ jitter and RandAugment before the crop, CutMix after it.
 Randomness is kept apart from application: :func:`sample_crop_params` draws boxes and flips
 from an explicit generator; :func:`apply_crop` applies them. (RandAugment and the colour
 jitter draw from torch's global generator, which each worker seeds from the run's seed.)
+
+kornia or hand code (``bench/augment.py``, 32 x 3 x 224² on the 2-core CPU, 1 and 2 threads,
+``bench/results/augment.json``): the crop is kornia's ``crop_and_resize``, the colour jitter
+and RandAugment are kornia's; the crop draw, the flip and CutMix stay hand-written because
+kornia's counterparts were slower or lose the replayable draw (see each function).
 
 Example:
     >>> images = torch.rand(2, 3, 16, 16)
@@ -32,10 +37,17 @@ import torch
 from kornia.geometry.transform import crop_and_resize
 
 from abs_ray.errors import ConfigError
-from abs_ray.ops import SwapConfig, SwapParams, paste_foregrounds, sample_swap_params
+from abs_ray.ops import (
+    SwapConfig,
+    SwapParams,
+    paste_foregrounds,
+    sample_swap_params,
+    to_float_chw,
+    to_uint8_hwc,
+)
 
 __all__ = [
-    "BackgroundBank",
+    "RecentBackgrounds",
     "CropParams",
     "CutMix",
     "apply_crop",
@@ -50,19 +62,14 @@ __all__ = [
 _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 
 
-def to_float(images_u8: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W, C)`` uint8 → ``(B, C, H, W)`` float in ``[0, 1]`` on the same device.
-
-    >>> to_float(torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)).shape
-    torch.Size([1, 3, 2, 2])
-    """
-    if images_u8.ndim == 3:
-        images_u8 = images_u8.unsqueeze(-1)
-    return images_u8.permute(0, 3, 1, 2).float().div_(255.0)
+#: Kept for callers of the earlier name; the conversion is :func:`abs_ray.ops.to_float_chw`.
+to_float = to_float_chw
 
 
-class BackgroundBank:
-    """A ring buffer of recent backgrounds (uint8, on one device) and their class labels.
+class RecentBackgrounds:
+    """A ring buffer of recent backgrounds (uint8, on one device) and their class labels: what
+    a training worker swaps foregrounds onto. (Not :class:`abs_ray.serve.bank.BackgroundBank`,
+    the service's store of a pipeline output.)
 
     Storing uint8 keeps 256 backgrounds at 224 px under 40 MB; only the drawn ones are
     converted to float.
@@ -71,7 +78,7 @@ class BackgroundBank:
         capacity: backgrounds kept, ``>= 1``.
 
     Example:
-        >>> bank = BackgroundBank(3)
+        >>> bank = RecentBackgrounds(3)
         >>> bank.add(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]))
         >>> bank.add(torch.ones(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([1, 1]))
         >>> len(bank), bank.labels.tolist()
@@ -149,7 +156,7 @@ def swap_batch(
     images: torch.Tensor,
     alpha: torch.Tensor,
     labels: torch.Tensor,
-    bank: BackgroundBank,
+    bank: RecentBackgrounds,
     cfg: SwapConfig,
     swap_prob: float = 1.0,
     generator: torch.Generator | None = None,
@@ -241,6 +248,10 @@ def sample_crop_params(
     Raises:
         ConfigError: ``scale`` outside ``0 < low <= high <= 1``.
     """
+    # Hand-written rather than kornia's RandomResizedCrop generator: that one draws from torch's
+    # global RNG (no explicit generator, so no replay per worker and epoch), and it is no
+    # faster (bench/augment.py: kornia's module with its own draw took as long as or longer
+    # than this draw followed by the same kornia crop).
     low, high = scale
     if not 0.0 < low <= high <= 1.0:
         raise ConfigError(f"crop scale must satisfy 0 < low <= high <= 1, got {scale!r}")
@@ -273,7 +284,13 @@ def apply_crop(images: torch.Tensor, params: CropParams, size: int) -> torch.Ten
     corners = torch.stack(
         [torch.stack(p, dim=1) for p in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))], dim=1
     )
+    # kornia's batched crop (one grid_sample). No other kornia crop was at most as fast at both
+    # 1 and 2 threads (bench/results/augment.json, time over this one's): slice mode
+    # (``crop_by_indices``, a slice and an interpolate per sample) 0.4-0.8x at 1 thread but
+    # 1.2-1.8x at 2; RandomResizedCrop's resample mode 1.15-1.45x at 1 thread, 0.93-1.0x at 2.
     out = crop_and_resize(images, corners, (size, size), mode="bilinear", align_corners=True)
+    # A where over the flipped batch, not K.RandomHorizontalFlip: that, replaying the same
+    # draw, took 1.08-1.31x the time (bench/results/augment.json) for the same one-line work.
     flip = params.flip.to(device).view(-1, 1, 1, 1)
     return torch.where(flip, out.flip(-1), out)
 
@@ -292,8 +309,7 @@ def sample_grid(rows: list[torch.Tensor], max_samples: int = 16) -> torch.Tensor
     torch.Size([8, 8, 3])
     """
     strips = [torch.cat(list(r[:max_samples].detach().float().cpu()), dim=2) for r in rows]
-    sheet = torch.cat(strips, dim=1)
-    return (sheet.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).contiguous()
+    return to_uint8_hwc(torch.cat(strips, dim=1)[None])[0]
 
 
 # --- erm_aug: the strong-augmentation baseline ------------------------------------------------
@@ -338,6 +354,8 @@ def cutmix(
         >>> out.shape, 0.0 < draw.lam < 1.0
         (torch.Size([2, 1, 8, 8]), True)
     """
+    # Hand-written: kornia's RandomCutMixV2 (a box per sample) took ~24x the time of this
+    # one box per batch at 1 and 2 threads (bench/augment.py).
     n, _, h, w = images.shape
     identity = CutMix(torch.arange(n), 1.0)
     if n < 2 or float(torch.rand((), generator=generator)) >= p:

@@ -21,18 +21,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from abs_ray._checks import check_int, check_number
 from abs_ray.errors import ConfigError
 
 __all__ = [
     "METHODS",
     "RESUMABLE_CHANGES",
+    "SELECTION_METRICS",
     "SELECT_BY",
     "TrainConfig",
+    "cpu_request",
     "flatten_dict",
 ]
 
@@ -40,8 +42,17 @@ __all__ = [
 #: ``erm`` (original images), ``erm_aug`` (original images with colour jitter, RandAugment and
 #: CutMix: the strong-augmentation baseline), ``oracle`` (the swap with true masks).
 METHODS: tuple[str, ...] = ("abs", "erm", "erm_aug", "oracle")
-#: Model-selection metrics (on the val split).
-SELECT_BY: tuple[str, ...] = ("val_accuracy", "val_worst_group_accuracy")
+#: Model-selection metrics and where each epoch's value is read: ``(history entry key, metric
+#: of that entry)``. ``val_*`` score the val split as it is; ``swap_val_accuracy`` (label-free)
+#: scores its mixed-rand variant: each val foreground on another val image's inpainted
+#: background (:mod:`abs_ray.train.swap_val`), logged as ``swap_val/accuracy``.
+SELECTION_METRICS: dict[str, tuple[str, str]] = {
+    "val_accuracy": ("val", "overall_accuracy"),
+    "val_worst_group_accuracy": ("val", "worst_group_accuracy"),
+    "swap_val_accuracy": ("swap_val", "overall_accuracy"),
+}
+#: Model-selection metrics (on the val split, as it is or background-swapped).
+SELECT_BY: tuple[str, ...] = tuple(SELECTION_METRICS)
 #: Fields a resumed run may change (resources, budget, bookkeeping); every other field must
 #: equal the stored run's.
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
@@ -56,6 +67,8 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
         "eval_batch_size",
         "mlflow_tracking_uri",
         "mlflow_artifact_location",
+        "mlflow_parent_run_id",
+        "register_model",
     }
 )
 #: Side of the paper's classifier input; the swap shift scales with ``image_size / 224``.
@@ -64,25 +77,11 @@ PAPER_TRANSLATE = 32.0
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def _number(name: str, value: object, low: float, high: float, low_open: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (low < value <= high if low_open else low <= value <= high):
-        interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
-
-
-def _integer(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _pair(name: str, value: object, low: float, high: float) -> tuple[float, float]:
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise ConfigError(f"{name} must be a (low, high) pair, got {value!r}")
-    lo = _number(f"{name}[0]", value[0], low, high, low_open=True)
-    hi = _number(f"{name}[1]", value[1], low, high, low_open=True)
+    lo = check_number(f"{name}[0]", value[0], low, high, low_open=True)
+    hi = check_number(f"{name}[1]", value[1], low, high, low_open=True)
     if lo > hi:
         raise ConfigError(f"{name} must satisfy low <= high, got ({lo}, {hi})")
     return lo, hi
@@ -101,7 +100,7 @@ class TrainConfig:
         method: one of :data:`METHODS`.
         run_name: Ray Train run name and MLflow run name; a job submitted again with the same
             name and ``out`` resumes that run. None: ``<method>-<backbone>-s<seed>``.
-        backbone: classifier backbone, see :func:`abs_ray.train.classifier_names`.
+        backbone: classifier backbone, see :func:`abs_ray.models.classifier_names`.
         weights: backbone weights: ``"default"``/``"imagenet"`` (pretrained), None (random
             init) or the URI of a backbone state-dict file.
         freeze_backbone: train the linear head only (features from the pretrained backbone).
@@ -125,13 +124,16 @@ class TrainConfig:
         feather_sigma: inward alpha feathering in pixels (0 = the paper's hard alpha).
         bank_size: backgrounds kept per worker (the current batch's plus recent batches'),
             from which each sample's background is drawn class-uniformly.
-        select_by: model selection metric, one of :data:`SELECT_BY` (the worst-group one
-            needs group labels in val).
+        select_by: model selection metric: ``val_accuracy`` (the paper's),
+            ``val_worst_group_accuracy`` (needs group labels in val) or ``swap_val_accuracy``
+            (label-free: accuracy with each val foreground on another val image's inpainted
+            background; needs the val rows' alphas and backgrounds), see :data:`SELECT_BY`.
         eval_batch_size: per-worker evaluation batch size.
         num_workers: Ray Train workers (one process each; gloo on CPU, NCCL on GPUs).
         use_gpu: one GPU per worker; None = when the cluster has GPUs.
         cpus_per_worker: logical CPUs per training worker; keep some for the Ray Data decode
-            tasks (on a 2-CPU box two workers at 1 CPU leave none and the stream stalls).
+            tasks (on a 2-CPU box two workers at 1 CPU leave none and the stream stalls: the
+            default, 0.5, leaves one; :func:`cpu_request` is what a run asks for).
         decode_num_cpus: logical CPUs per PNG-decoding task.
         shuffle_buffer: rows in each worker's local shuffle buffer (0 = no local shuffle).
         max_failures: worker-group restarts (from the last checkpoint) before the run fails.
@@ -139,8 +141,11 @@ class TrainConfig:
         mlflow_tracking_uri: tracking URI; None = ``MLFLOW_TRACKING_URI``, else a sqlite store
             in a local ``out``.
         mlflow_experiment: experiment name.
-        mlflow_artifact_location: artifact root of a newly created experiment; None =
-            ``<out>/mlartifacts`` (a local path or an ``s3://`` prefix).
+        mlflow_artifact_location: artifact root of a newly created experiment; None = where
+            a tracking server says (``http(s)://`` URI), else ``<out>/mlartifacts``.
+        mlflow_parent_run_id: the run is nested under this MLflow run (the pipeline's).
+        register_model: register the selected epoch's model under this name (a new
+            version, tagged with method, data digest, detector, test worst-group accuracy).
         sample_grid: training samples drawn in the logged composite grid (0 = none).
         seed: seed of initialisation, shuffling, swaps and crops.
 
@@ -177,7 +182,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     num_workers: int = 2
     use_gpu: bool | None = None
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = 0.5
     decode_num_cpus: float = 0.25
     shuffle_buffer: int = 256
     max_failures: int = 3
@@ -185,11 +190,13 @@ class TrainConfig:
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "abs-ray"
     mlflow_artifact_location: str | None = None
+    mlflow_parent_run_id: str | None = None
+    register_model: str | None = None
     sample_grid: int = 16
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from abs_ray.train.models import CLASSIFIERS
+        from abs_ray.models.backbones import check_backbone  # torch: only when a config is built
 
         for name in ("data", "out", "mlflow_experiment"):
             value = getattr(self, name)
@@ -205,14 +212,18 @@ class TrainConfig:
             raise ConfigError(
                 f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"
             )
-        CLASSIFIERS.get(self.backbone)  # unknown names list the known ones
         if self.run_name is not None and not _RUN_NAME.match(str(self.run_name)):
             raise ConfigError(
                 "run_name must be 1-128 characters of letters, digits, '.', '_' or '-' "
                 f"starting with a letter or digit, got {self.run_name!r}"
             )
+        for name in ("register_model", "mlflow_parent_run_id", "mlflow_artifact_location"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{name} must be None or a non-empty string, got {value!r}")
         if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
             raise ConfigError(f"weights must be None or a non-empty string, got {self.weights!r}")
+        check_backbone(self.backbone, "classifier", weights=self.weights)  # name, weights
         for name in ("freeze_backbone", "hflip"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -230,30 +241,30 @@ class TrainConfig:
             ("sample_grid", 0),
             ("seed", 0),
         ):
-            _integer(name, getattr(self, name), minimum)
+            check_int(name, getattr(self, name), minimum)
         if self.num_classes is not None:
-            _integer("num_classes", self.num_classes, 2)
+            check_int("num_classes", self.num_classes, 2)
         if self.image_size is not None:
-            _integer("image_size", self.image_size, 16)
+            check_int("image_size", self.image_size, 16)
         if self.batch_size % self.num_workers:
             raise ConfigError(
                 f"batch_size {self.batch_size} must be a multiple of num_workers "
                 f"{self.num_workers} (the global batch is split evenly)"
             )
-        _number("dropout", self.dropout, 0.0, 0.99)
-        _number("lr", self.lr, 0.0, 100.0, low_open=True)
-        _number("momentum", self.momentum, 0.0, 0.999)
-        _number("weight_decay", self.weight_decay, 0.0, 1.0)
-        _number("label_smoothing", self.label_smoothing, 0.0, 0.99)
-        _number("swap_prob", self.swap_prob, 0.0, 1.0)
-        _number("feather_sigma", self.feather_sigma, 0.0, 100.0)
-        _number("cpus_per_worker", self.cpus_per_worker, 0.0, 1024.0, low_open=True)
-        _number("decode_num_cpus", self.decode_num_cpus, 0.0, 1024.0, low_open=True)
+        check_number("dropout", self.dropout, 0.0, 0.99)
+        check_number("lr", self.lr, 0.0, 100.0, low_open=True)
+        check_number("momentum", self.momentum, 0.0, 0.999)
+        check_number("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_number("label_smoothing", self.label_smoothing, 0.0, 0.99)
+        check_number("swap_prob", self.swap_prob, 0.0, 1.0)
+        check_number("feather_sigma", self.feather_sigma, 0.0, 100.0)
+        check_number("cpus_per_worker", self.cpus_per_worker, 0.0, 1024.0, low_open=True)
+        check_number("decode_num_cpus", self.decode_num_cpus, 0.0, 1024.0, low_open=True)
         object.__setattr__(self, "crop_scale", _pair("crop_scale", self.crop_scale, 0.0, 1.0))
         object.__setattr__(self, "swap_scale", _pair("swap_scale", self.swap_scale, 0.0, 10.0))
-        _number("swap_degrees", self.swap_degrees, 0.0, 180.0)
+        check_number("swap_degrees", self.swap_degrees, 0.0, 180.0)
         if self.swap_translate is not None:
-            _number("swap_translate", self.swap_translate, 0.0, 1e6)
+            check_number("swap_translate", self.swap_translate, 0.0, 1e6)
 
     # --- derived values ---------------------------------------------------------------------
 
@@ -312,6 +323,16 @@ class TrainConfig:
             for k, v in now.items()
             if k not in RESUMABLE_CHANGES and stored.get(k) != v
         }
+
+
+def cpu_request(cfg: TrainConfig) -> float:
+    """Logical CPUs a run holds at once: its workers and one PNG-decoding task beside them
+    (with less, the decode stream waits for CPUs the workers never give back).
+
+    >>> cpu_request(TrainConfig(data="d", out="o"))  # fits a 2-CPU machine
+    1.25
+    """
+    return cfg.num_workers * cfg.cpus_per_worker + cfg.decode_num_cpus
 
 
 def flatten_dict(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import json
 import logging
 import zlib
 from collections.abc import Iterable
@@ -67,15 +65,13 @@ from abs_ray.errors import AbsRayError, ConfigError, DatasetError, StorageNotFou
 from abs_ray.io import (
     S3Options,
     decode_image,
-    encode_png,
     exists,
     join,
     list_files,
     read_bytes,
     resolve,
-    write_bytes,
-    write_text,
 )
+from abs_ray.train.from_samples import write_disentangled_from_samples
 
 logger = logging.getLogger(__name__)
 
@@ -204,28 +200,64 @@ def scan_disentangled(uri: str, s3: S3Options | None = None) -> DatasetInfo:
             below 0, or an unreadable first image.
     """
     folder, root = _data_folder(uri, s3)
+    files = _parquet_files(uri, folder, s3)
+    schema_names = _check_columns(folder, files, s3)
+    table = _read_table(files, s3, [*_META_COLUMNS, "height"])
+    if table.num_rows == 0:
+        raise DatasetError(f"{folder}: the data set has no rows")
+    split, labels, counts = _split_counts(folder, table)
+    groups = (
+        table["group"].to_numpy(zero_copy_only=False) if "group" in table.column_names else None
+    )
+    detectors = _distinct(table, "detector")
+    return DatasetInfo(
+        uri=folder,
+        root=root,
+        files=files,
+        counts=counts,
+        num_classes=int(labels.max()) + 1,
+        groups=_group_counts(split, groups, counts),
+        image_size=_image_size(table, files, s3),
+        columns=tuple(sorted(schema_names)),
+        true_mask_column=_true_mask_column(files, s3, schema_names, detectors),
+        detectors=detectors,
+        code_versions=_distinct(table, "code_version"),
+        rows_sha256=_rows_digest(table, labels, split, groups),
+        manifest_sha256=_manifest_digest(root, s3),
+    )
+
+
+def _parquet_files(uri: str, folder: str, s3: S3Options | None) -> tuple[str, ...]:
+    """The Parquet file URIs under ``folder``, sorted; raises if there are none."""
     try:
         files = tuple(list_files(folder, suffixes=[".parquet"], s3=s3))
     except StorageNotFoundError as exc:
         raise StorageNotFoundError(f"no disentangled data set at {uri}: {exc}") from exc
     if not files:
         raise DatasetError(f"no Parquet files under {folder}: expected the pipeline's data/")
+    return files
+
+
+def _check_columns(folder: str, files: tuple[str, ...], s3: S3Options | None) -> set[str]:
+    """Every column name in the files' schemas (footers only); raises if a required one is
+    missing from all of them."""
     fs, _ = resolve(files[0], s3)
-    schema_names: set[str] = set()
+    names: set[str] = set()
     for f in files:
         with fs.open_input_file(resolve(f, s3)[1]) as handle:
-            schema_names |= set(pq.read_schema(handle).names)
-    missing = [c for c in REQUIRED_COLUMNS if c not in schema_names]
+            names |= set(pq.read_schema(handle).names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise DatasetError(
             f"{folder}: missing column(s) {', '.join(missing)}; a disentangled data set has "
             f"{', '.join(REQUIRED_COLUMNS)} (and group, mask_uri, detector, ...)"
         )
-    mask_cols = [c for c in ("mask_png", "mask_uri") if c in schema_names]
-    table = _read_table(files, s3, [*_META_COLUMNS, "height"])
-    masks = _read_table(files, s3, ["split", *mask_cols]) if mask_cols else None
-    if table.num_rows == 0:
-        raise DatasetError(f"{folder}: the data set has no rows")
+    return names
+
+
+def _split_counts(folder: str, table: pa.Table) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """``(split per row (str), label per row, rows per split)``; raises on labels below 0 or
+    of a non-integer type, and when there are no train rows."""
     split = table["split"].to_numpy(zero_copy_only=False).astype(str)
     labels = table["label"].to_numpy(zero_copy_only=False)
     if labels.dtype.kind not in "iu" or labels.min() < 0:
@@ -233,24 +265,40 @@ def scan_disentangled(uri: str, s3: S3Options | None = None) -> DatasetInfo:
     counts = {s: int((split == s).sum()) for s in sorted(set(split.tolist()))}
     if not counts.get("train"):
         raise DatasetError(f"{folder}: no train rows (splits found: {counts})")
-    groups_col = (
-        table["group"].to_numpy(zero_copy_only=False) if "group" in table.column_names else None
-    )
-    groups: dict[str, dict[int, int]] = {}
+    return split, labels, counts
+
+
+def _group_counts(
+    split: np.ndarray, groups: np.ndarray | None, counts: dict[str, int]
+) -> dict[str, dict[int, int]]:
+    """Per split, ``{group: rows}`` over the rows with a group label (not null, ``>= 0``)."""
+    out: dict[str, dict[int, int]] = {}
     for s in counts:
-        sel = split == s
-        if groups_col is None:
-            groups[s] = {}
+        if groups is None:
+            out[s] = {}
             continue
-        g = np.asarray(groups_col[sel], dtype=np.float64)
+        g = np.asarray(groups[split == s], dtype=np.float64)
         g = g[~np.isnan(g)].astype(np.int64)
         values, n = np.unique(g, return_counts=True)
-        groups[s] = {int(v): int(c) for v, c in zip(values, n, strict=True) if v >= 0}
+        out[s] = {int(v): int(c) for v, c in zip(values, n, strict=True) if v >= 0}
+    return out
 
-    def distinct(name: str) -> tuple[str, ...]:
-        if name not in table.column_names:
-            return ()
-        return tuple(sorted({str(v) for v in table[name].to_pylist() if v is not None}))
+
+def _distinct(table: pa.Table, name: str) -> tuple[str, ...]:
+    """The sorted distinct non-null values of column ``name`` as strings (``()`` if absent)."""
+    if name not in table.column_names:
+        return ()
+    return tuple(sorted({str(v) for v in table[name].to_pylist() if v is not None}))
+
+
+def _true_mask_column(
+    files: tuple[str, ...], s3: S3Options | None, names: set[str], detectors: tuple[str, ...]
+) -> str | None:
+    """Where ``oracle`` finds true masks (see :attr:`DatasetInfo.true_mask_column`): an inline
+    ``mask_png`` every train row has, the foreground itself when the pipeline cut with true
+    masks, a ``mask_uri`` every train row has, else None."""
+    mask_cols = [c for c in ("mask_png", "mask_uri") if c in names]
+    masks = _read_table(files, s3, ["split", *mask_cols]) if mask_cols else None
 
     def complete(col: str) -> bool:  # every train row has a non-empty value
         if masks is None or col not in masks.column_names:
@@ -260,58 +308,49 @@ def scan_disentangled(uri: str, s3: S3Options | None = None) -> DatasetInfo:
             return False
         return bool(pc.all(pc.greater(pc.binary_length(values), 0)).as_py())
 
-    detectors = distinct("detector")
     if complete("mask_png"):
-        true_mask = "mask_png"
-    elif detectors == (TRUTH_DETECTOR,):  # the pipeline run with mask_source="truth"
-        true_mask = "foreground"
-    elif complete("mask_uri"):
-        true_mask = "mask_uri"
-    else:
-        true_mask = None
+        return "mask_png"
+    if detectors == (TRUTH_DETECTOR,):  # the pipeline run with mask_source="truth"
+        return "foreground"
+    if complete("mask_uri"):
+        return "mask_uri"
+    return None
 
+
+def _image_size(table: pa.Table, files: tuple[str, ...], s3: S3Options | None) -> int:
+    """The stored images' side: the ``height`` column, else the first foreground decoded."""
     if "height" in table.column_names and table["height"].null_count == 0:
-        size = int(table["height"][0].as_py())
-    else:
-        first = _read_table(files[:1], s3, ["foreground_png"])["foreground_png"][0].as_py()
-        try:
-            size = int(decode_image(first).shape[0])
-        except AbsRayError as exc:
-            raise DatasetError(f"{files[0]}: first foreground_png is unreadable: {exc}") from exc
+        return int(table["height"][0].as_py())
+    first = _read_table(files[:1], s3, ["foreground_png"])["foreground_png"][0].as_py()
+    try:
+        return int(decode_image(first).shape[0])
+    except AbsRayError as exc:
+        raise DatasetError(f"{files[0]}: first foreground_png is unreadable: {exc}") from exc
 
+
+def _rows_digest(
+    table: pa.Table, labels: np.ndarray, split: np.ndarray, groups: np.ndarray | None
+) -> str:
+    """SHA-256 of the sorted ``(id, label, split, group)`` rows, one tab-separated line each."""
     rows = sorted(
         zip(
             table["id"].cast(pa.string()).to_pylist(),
             labels.tolist(),
             split.tolist(),
-            (groups_col.tolist() if groups_col is not None else [None] * len(split)),
+            (groups.tolist() if groups is not None else [None] * len(split)),
             strict=True,
         )
     )
     digest = hashlib.sha256()
     for row in rows:
         digest.update(("\t".join(map(str, row)) + "\n").encode())
-    manifest_uri = join(root, "manifest.json")
-    manifest_sha = (
-        hashlib.sha256(read_bytes(manifest_uri, s3)).hexdigest()
-        if exists(manifest_uri, s3)
-        else None
-    )
-    return DatasetInfo(
-        uri=folder,
-        root=root,
-        files=files,
-        counts=counts,
-        num_classes=int(labels.max()) + 1,
-        groups=groups,
-        image_size=size,
-        columns=tuple(sorted(schema_names)),
-        true_mask_column=true_mask,
-        detectors=detectors,
-        code_versions=distinct("code_version"),
-        rows_sha256=digest.hexdigest(),
-        manifest_sha256=manifest_sha,
-    )
+    return digest.hexdigest()
+
+
+def _manifest_digest(root: str, s3: S3Options | None) -> str | None:
+    """SHA-256 of ``<root>/manifest.json``, or None when there is none."""
+    uri = join(root, "manifest.json")
+    return hashlib.sha256(read_bytes(uri, s3)).hexdigest() if exists(uri, s3) else None
 
 
 # --- decoding (Ray Data map_batches) ----------------------------------------------------------
@@ -375,45 +414,62 @@ def decode_rows(
     keep = np.arange(len(ids))
     if world > 1:
         keep = keep[_shard_of(ids[keep], world) == rank]
-    images, alphas, backgrounds, labels, groups, codes = [], [], [], [], [], []
+    columns: dict[str, list] = {k: [] for k in ("image", "alpha", "background")}
+    labels, groups, codes = [], [], []
     group_col = batch.get("group")
     split_col = batch.get("split")
     for i in keep:
         try:
-            rgba = decode_image(bytes(batch["foreground_png"][i]), alpha=True)
-            image = _resized(np.ascontiguousarray(rgba[..., :3]), size, mask=False)
-            if train:
-                if mask_source == "foreground":
-                    alpha = np.where(rgba[..., 3] >= 128, 255, 0).astype(np.uint8)
-                else:
-                    alpha = _true_mask(batch, int(i), mask_source, s3)
-                alpha = _resized(alpha, size, mask=True)
-                background = _resized(
-                    decode_image(bytes(batch["background_png"][i])), size, mask=False
-                )
+            pixels = _decode_row(batch, int(i), size, train, mask_source, s3)
         except (AbsRayError, OSError) as exc:
             logger.warning("dropping row %s: %s", ids[i], exc)
             continue
-        images.append(image)
-        if train:
-            alphas.append(alpha)
-            backgrounds.append(background)
+        for name, array in pixels.items():
+            columns[name].append(array)
         labels.append(int(batch["label"][i]))
         g = group_col[i] if group_col is not None else None
         groups.append(-1 if g is None or (isinstance(g, float) and np.isnan(g)) else int(g))
         codes.append(SPLIT_CODES.get(str(split_col[i]), -1) if split_col is not None else -1)
+    shapes = {"image": (size, size, 3), "alpha": (size, size), "background": (size, size, 3)}
+    stacked = {
+        k: np.stack(v) if v else np.zeros((0, *shapes[k]), np.uint8) for k, v in columns.items()
+    }
     out = {
-        "image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+        "image": stacked["image"],
         "label": np.asarray(labels, dtype=np.int64),
         "group": np.asarray(groups, dtype=np.int64),
     }
     if not train:
         out["split_code"] = np.asarray(codes, dtype=np.int64)
     if train:
-        out["alpha"] = np.stack(alphas) if alphas else np.zeros((0, size, size), np.uint8)
-        out["background"] = (
-            np.stack(backgrounds) if backgrounds else np.zeros((0, size, size, 3), np.uint8)
-        )
+        out["alpha"], out["background"] = stacked["alpha"], stacked["background"]
+    return out
+
+
+def _decode_row(
+    batch: dict[str, np.ndarray],
+    i: int,
+    size: int,
+    train: bool,
+    mask_source: str,
+    s3: S3Options | None,
+) -> dict[str, np.ndarray]:
+    """Row ``i``'s pixels at ``size``: ``image`` ``(S, S, 3)`` and, when ``train``, ``alpha``
+    ``(S, S)`` in ``{0, 255}`` and ``background`` ``(S, S, 3)``, all uint8.
+
+    Raises:
+        AbsRayError, OSError: a PNG or mask file that cannot be read or decoded.
+    """
+    rgba = decode_image(bytes(batch["foreground_png"][i]), alpha=True)
+    out = {"image": _resized(np.ascontiguousarray(rgba[..., :3]), size, mask=False)}
+    if train:
+        if mask_source == "foreground":
+            alpha = np.where(rgba[..., 3] >= 128, 255, 0).astype(np.uint8)
+        else:
+            alpha = _true_mask(batch, i, mask_source, s3)
+        out["alpha"] = _resized(alpha, size, mask=True)
+        background = decode_image(bytes(batch["background_png"][i]))
+        out["background"] = _resized(background, size, mask=False)
     return out
 
 
@@ -487,106 +543,3 @@ def build_datasets(
             num_cpus=decode_num_cpus,
         )
     return datasets
-
-
-# --- writing a disentangled set from generated samples ------------------------------------------
-
-
-def _patch_alpha(mask: np.ndarray, grid: int, coverage: float) -> np.ndarray:
-    import torch
-
-    from abs_ray.ops import mask_to_patch_labels, upsample_patch_grid
-
-    m = torch.from_numpy(mask >= 128).float()[None, None]
-    labels = mask_to_patch_labels(m, grid, coverage)
-    up = upsample_patch_grid(labels, tuple(mask.shape))
-    return (up[0, 0].numpy() * 255).astype(np.uint8)
-
-
-def write_disentangled_from_samples(
-    samples: Iterable[Any],
-    out: str,
-    s3: S3Options | None = None,
-    *,
-    alpha: str = "true",
-    grid: int = 8,
-    coverage: float = 0.25,
-    rows_per_file: int = 256,
-) -> dict[str, Any]:
-    """Write generated samples as a disentangled data set, without detector or inpainter.
-
-    Each :class:`~abs_ray.data.Sample` (e.g. from :func:`abs_ray.data.generate_synthetic`)
-    becomes one row of the pipeline's schema: ``foreground_png`` = the image with ``alpha``
-    as its alpha channel, ``background_png`` = the sample's clean background (an oracle
-    inpainting), plus ``mask_png`` = the true mask, which ``oracle`` training reads.
-
-    Args:
-        samples: samples with ``image``, ``mask`` and ``background``.
-        out: output folder; rows go to ``<out>/data/part-NNNNN.parquet`` and a small
-            ``<out>/manifest.json`` is written.
-        s3: S3 settings.
-        alpha: ``"true"`` (the true mask) or ``"patch"``: the true mask coarsened to a
-            ``grid x grid`` patch grid at ``coverage`` (what a perfect patch detector gives).
-        grid: patch grid for ``alpha="patch"``.
-        coverage: foreground coverage threshold for ``alpha="patch"``.
-        rows_per_file: rows per Parquet file.
-
-    Returns:
-        The summary written to ``manifest.json`` (counts per split, alpha mode).
-
-    Raises:
-        ConfigError: unknown ``alpha``, or a sample without a background.
-    """
-    if alpha not in ("true", "patch"):
-        raise ConfigError(f"alpha must be 'true' or 'patch', got {alpha!r}")
-    detector = "true-mask" if alpha == "true" else f"patch-grid-{grid}-coverage-{coverage}"
-    rows: list[dict[str, Any]] = []
-    counts: dict[str, int] = {}
-    part = 0
-
-    def flush() -> None:
-        nonlocal part
-        if rows:
-            buf = io.BytesIO()
-            pq.write_table(pa.Table.from_pylist(rows), buf)
-            write_bytes(join(out, "data", f"part-{part:05d}.parquet"), buf.getvalue(), s3)
-            part += 1
-            rows.clear()
-
-    for s in samples:
-        if s.background is None:
-            raise ConfigError(f"sample {s.name!r} has no background")
-        a = s.mask if alpha == "true" else _patch_alpha(s.mask, grid, coverage)
-        h, w = s.image.shape[:2]
-        rows.append(
-            {
-                "id": s.name,
-                "image_uri": "",
-                "label": int(s.y),
-                "split": s.split,
-                "group": int(s.group),
-                "place": int(s.place),
-                "mask_uri": None,
-                "foreground_png": encode_png(np.concatenate([s.image, a[..., None]], axis=-1)),
-                "background_png": encode_png(s.background),
-                "mask_png": encode_png(s.mask),
-                "patch_prob": None,
-                "detector": detector,
-                "inpainter": "clean-background",
-                "code_version": "",
-                "height": h,
-                "width": w,
-            }
-        )
-        counts[s.split] = counts.get(s.split, 0) + 1
-        if len(rows) >= rows_per_file:
-            flush()
-    flush()
-    summary = {
-        "generator": "write_disentangled_from_samples",
-        "alpha": alpha,
-        "detector_checkpoint": detector,
-        "counts": counts,
-    }
-    write_text(join(out, "manifest.json"), json.dumps(summary, indent=2, sort_keys=True), s3)
-    return summary

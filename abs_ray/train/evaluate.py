@@ -14,20 +14,23 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from abs_ray.ops import group_accuracy
+from abs_ray.ops import group_accuracy, to_float_chw
 
 __all__ = ["flat_metrics", "gather", "predict", "split_metrics"]
 
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], device: torch.device
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    device: torch.device,
+    inputs: Callable[[dict[str, torch.Tensor], torch.device], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``model`` (in eval mode) over decoded batches.
 
@@ -36,20 +39,21 @@ def predict(
         batches: dicts with ``image`` ``(B, H, W, 3)`` uint8 and ``(B,)`` ``label``,
             ``group`` and (optionally) ``split_code``; any device.
         device: where to run.
+        inputs: ``(batch, device) -> (B, 3, H, W)`` float model input in ``[0, 1]`` on
+            ``device`` (e.g. :func:`~abs_ray.train.swap_val.swap_val_inputs`); default the
+            batch's ``image``.
 
     Returns:
         ``{"pred", "label", "group", "split_code", "loss"}``: ``(N,)`` tensors on CPU (long,
         and float32 per-sample unsmoothed cross-entropy for ``loss``).
     """
-    from abs_ray.train.augment import to_float
-
     was_training = model.training
     model.eval()
     out: dict[str, list[torch.Tensor]] = {k: [] for k in _KEYS}
     for batch in batches:
         if batch["label"].numel() == 0:
             continue
-        images = to_float(batch["image"].to(device, non_blocking=True))
+        images = inputs(batch, device) if inputs else to_float_chw(batch["image"], device)
         y = batch["label"].to(device).long()
         logits = model(images)
         out["loss"].append(F.cross_entropy(logits.float(), y, reduction="none").cpu())

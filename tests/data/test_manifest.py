@@ -165,3 +165,53 @@ def test_unreadable_files(tmp_path):
         read_manifest_file(str(tmp_path / "empty.csv"))
     with pytest.raises(ConfigError):
         write_manifest(_frame(), join(str(tmp_path), "m.txt"))
+
+
+def test_optional_columns_may_be_absent():
+    df = _frame().drop(columns=["group", "place", "mask_uri"])
+    out = validate_manifest(df, source="m.csv")
+    assert list(out.columns) == list(MANIFEST_COLUMNS)
+    assert out[["group", "place", "mask_uri"]].isna().all().all()
+
+
+@pytest.mark.parametrize("missing", ["all", "some"])
+def test_manifest_to_arrow_gets_through_ray_data_batches(missing):
+    """What failed every data set without masks: pd.NA reaching Ray Data's numpy batches.
+
+    A class-folder manifest has group/place/mask_uri all missing (pandas ``Int64``/``string``
+    with ``pd.NA``); as Arrow with explicit types they become nulls that Ray converts."""
+    import pyarrow as pa
+    from ray.data.block import BlockAccessor
+
+    from abs_ray.data import MANIFEST_SCHEMA, manifest_to_arrow
+
+    df = _frame(4)
+    if missing == "all":
+        df["group"], df["place"], df["mask_uri"] = pd.NA, pd.NA, pd.NA
+    df["class_name"] = ["a", None, "b", "a"]
+    df["nothing"] = [None] * 4
+    table = manifest_to_arrow(df)
+    for field in MANIFEST_SCHEMA:
+        assert table.schema.field(field.name).type == field.type
+    assert table.schema.field("nothing").type == pa.string()
+    assert table.column("mask_uri").null_count == (4 if missing == "all" else 1)
+    batch = BlockAccessor.for_block(table).to_batch_format("numpy")
+    block = BlockAccessor.batch_to_block(batch)  # raised ArrowInvalid on pd.NA before
+    assert block.num_rows == 4
+    assert all(v is None or isinstance(v, str) for v in batch["mask_uri"])
+
+
+def test_hash_val_split_is_stable_and_keeps_train():
+    from abs_ray.data import hash_val_split
+
+    df = pd.DataFrame({"id": [f"photo {i}.jpg" for i in range(200)], "split": ["train"] * 200})
+    out, moved = hash_val_split(df, 0.2)
+    val = set(out.loc[out["split"] == "val", "id"])
+    assert len(val) == moved and 20 < moved < 60
+    # The same id lands in the same split with other rows around it, in any order.
+    shuffled, _ = hash_val_split(df.sample(frac=1, random_state=1).iloc[:120], 0.2)
+    assert set(shuffled.loc[shuffled["split"] == "val", "id"]) == val & set(shuffled["id"])
+    tiny, moved = hash_val_split(df.iloc[:2], 0.01)
+    assert moved == 1 and sorted(tiny["split"]) == ["train", "val"]
+    with pytest.raises(ConfigError):
+        hash_val_split(df, 1.0)

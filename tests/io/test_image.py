@@ -12,6 +12,7 @@ from abs_ray.errors import (
     ImageTooLargeError,
     NotAnImageError,
     TruncatedImageError,
+    UnsupportedImageModeError,
 )
 from abs_ray.io import decode_image, encode_jpeg, encode_png, image_size
 
@@ -140,9 +141,10 @@ def test_errors_have_distinct_reasons():
             TruncatedImageError,
             CorruptImageError,
             ImageTooLargeError,
+            UnsupportedImageModeError,
         )
     }
-    assert len(reasons) == 5
+    assert len(reasons) == 6
 
 
 def test_encode_rejects_bad_arrays():

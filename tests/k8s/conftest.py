@@ -1,8 +1,9 @@
 """Fixtures of the deployment checks: the k8s/ and docker/ tools, the manifests, the CRDs.
 
-The KubeRay CRD schemas are not in this repository: ``ABS_RAY_KUBERAY_CRDS`` names a folder
-holding them (``make test`` points it at ``../shared/kuberay-crds`` when that exists). Without
-it the schema tests are skipped with the reason; with a wrong folder they fail.
+hadolint and kubernetes-validate come with the dev dependencies and always run. The KubeRay
+CRD schemas are not in this repository: ``ABS_RAY_KUBERAY_CRDS`` names a folder holding them
+(``make test`` points it at ``../shared/kuberay-crds`` when that exists). Without it the
+schema tests are skipped with the reason; with a wrong folder they fail.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(path: Path):
-    """Import a script of the repository (k8s/, docker/ are not packages) as a module."""
+    """Import a script of the repository (k8s/, docker/ are not packages) as a module.
+
+    As when it runs (``python k8s/validate.py``), its folder is on ``sys.path``, so that it
+    imports its neighbours (``house_rules``); appended, so that it shadows nothing installed.
+    """
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
     name = f"abs_ray_deploy_{path.parent.name}_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -39,6 +46,12 @@ def validate():
 
 
 @pytest.fixture(scope="session")
+def rules(validate):
+    """``k8s/house_rules.py``, as ``k8s/validate.py`` imports it."""
+    return validate.house_rules
+
+
+@pytest.fixture(scope="session")
 def render():
     """``k8s/render.py``."""
     return _load(ROOT / "k8s" / "render.py")
@@ -52,8 +65,10 @@ def dockerlint():
 
 @pytest.fixture(scope="session")
 def pipeline_cli():
-    """``jobs/pipeline.py`` (its argument parser and ``config_from_args``)."""
-    return _load(ROOT / "jobs" / "pipeline.py")
+    """``abs-ray pipeline``, which ``jobs/pipeline.py`` runs (its parser, ``config_from_args``)."""
+    import abs_ray.cli.pipeline
+
+    return abs_ray.cli.pipeline
 
 
 @pytest.fixture(scope="session")

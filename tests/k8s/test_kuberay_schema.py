@@ -1,7 +1,7 @@
-"""k8s/ manifests against the real KubeRay CRD schemas, closed: unknown keys and wrong types fail.
+"""k8s/ ray.io objects against the real KubeRay CRD schemas, closed: unknown keys and wrong types fail.
 
-Core objects are checked against the Kubernetes schemas the CRDs embed (PodTemplateSpec,
-Service, PersistentVolumeClaimSpec). Needs ``ABS_RAY_KUBERAY_CRDS`` (see conftest.py).
+Needs ``ABS_RAY_KUBERAY_CRDS`` (see conftest.py). The core objects are kubernetes-validate's
+(test_manifests.py).
 """
 
 from __future__ import annotations
@@ -82,22 +82,6 @@ def _rename(mapping: dict, old: str, new: str) -> None:
         ),
         # a required field
         ("RayJob", lambda d: _worker(d, 1).pop("groupName"), "'groupName' is a required property"),
-        # core objects, against the schemas embedded in the CRDs
-        (
-            "Deployment",
-            lambda d: _rename(d["spec"]["template"]["spec"]["containers"][0], "args", "arg"),
-            "spec.template.spec.containers.0: Additional properties are not allowed ('arg'",
-        ),
-        (
-            "Service",
-            lambda d: _rename(d["spec"]["ports"][0], "targetPort", "targetport"),
-            "spec.ports.0: Additional properties are not allowed ('targetport'",
-        ),
-        (
-            "PersistentVolumeClaim",
-            lambda d: d["spec"].update(accessModes="ReadWriteOnce"),
-            "'ReadWriteOnce' is not of type 'array'",
-        ),
     ],
 )
 def test_schema_check_rejects(validate, docs, by_kind, crd_schemas, kind, edit, message):

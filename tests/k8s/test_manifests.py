@@ -1,19 +1,21 @@
-"""k8s/ manifests without a cluster: policy, references, versions, and what the issue asks of them.
+"""k8s/ manifests without a cluster: core schemas, the project's rules, and what the issue asks.
 
-Runs everywhere (no CRDs needed): resources and non-root security contexts on every pod,
-Secrets only by reference, one Ray version across pyproject.toml / Dockerfile / manifests,
-the RayJob's entrypoint accepted by jobs/pipeline.py's own parser.
+Runs everywhere (no CRDs needed): every core object through kubernetes-validate (strict, the
+schemas its wheel carries), the rules of k8s/house_rules.py (/dev/shm, Secrets, one Ray
+version across pyproject.toml / Dockerfile / manifests), the RayJob's entrypoint accepted by
+jobs/pipeline.py's own parser.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import socket
 
 import pytest
 import yaml
+from dockerfile_parse import DockerfileParser
 
-import abs_ray
 from abs_ray.env import DEFAULTS
 
 
@@ -27,9 +29,9 @@ def _ray_containers(doc: dict) -> list[dict]:
     return [g["template"]["spec"]["containers"][0] for g in groups]
 
 
-def _containers(validate, doc: dict) -> list[dict]:
+def _containers(rules, doc: dict) -> list[dict]:
     """Every container of every pod template in ``doc``."""
-    return [c for _, spec in validate.pod_specs(doc) for c in spec["containers"]]
+    return [c for _, spec in rules.pod_specs(doc) for c in spec["containers"]]
 
 
 def test_each_kind_once(manifests):
@@ -38,9 +40,88 @@ def test_each_kind_once(manifests):
     assert {"RayJob", "RayService", "Deployment", "Service", "ConfigMap"} <= set(kinds)
 
 
-def test_policy_and_references_hold(validate, manifests):
-    assert validate.policy_errors(manifests) == []
-    assert validate.reference_errors(manifests) == []
+def test_core_objects_validate(validate, manifests):
+    core = {d["kind"] for _, d in manifests if not d["apiVersion"].startswith("ray.io/")}
+    assert core == {"Namespace", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service"}
+    assert validate.core_errors(manifests) == []
+
+
+def _mlflow(d):
+    return d["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "edit", "message"),
+    [
+        # wrong types
+        ("Deployment", lambda d: d["spec"].update(replicas="1"), "spec.replicas: '1' is not of"),
+        (
+            "Deployment",
+            lambda d: _mlflow(d)["ports"][0].update(containerPort="5000"),
+            "spec.template.spec.containers.0.ports.0.containerPort: '5000' is not of type",
+        ),
+        (
+            "Service",
+            lambda d: d["spec"]["ports"][0].update(port="5000"),
+            "spec.ports.0.port: '5000' is not of type 'integer'",
+        ),
+        (
+            "PersistentVolumeClaim",
+            lambda d: d["spec"].update(accessModes="ReadWriteOnce"),
+            "spec.accessModes: 'ReadWriteOnce' is not of type 'array'",
+        ),
+        ("ConfigMap", lambda d: d["data"].update(RAY_TRAIN_V2_ENABLED=1), "1 is not of type"),
+        # unknown keys (strict)
+        (
+            "Deployment",
+            lambda d: _mlflow(d).update(arg=_mlflow(d).pop("args")),
+            "containers.0: Additional properties are not allowed ('arg' was unexpected)",
+        ),
+        (
+            "Namespace",
+            lambda d: d["metadata"].update(label=d["metadata"].pop("labels")),
+            "metadata: Additional properties are not allowed ('label' was unexpected)",
+        ),
+        # a Secret reference without the key to read
+        (
+            "Deployment",
+            lambda d: _mlflow(d)["env"].append(
+                {"name": "X", "valueFrom": {"secretKeyRef": {"name": "abs-ray-s3"}}}
+            ),
+            "'key' is a required property",
+        ),
+        # pod-level resources came after Kubernetes 1.29, the oldest the guide supports
+        (
+            "Deployment",
+            lambda d: d["spec"]["template"]["spec"].update(resources={"limits": {"cpu": "1"}}),
+            "Kubernetes 1.29: spec.template.spec: Additional properties are not allowed",
+        ),
+        # a kind it has no schema for is not a pass
+        ("Service", lambda d: d.update(apiVersion="v2"), "Couldn't find schema for kind Service"),
+    ],
+)
+def test_core_check_rejects(validate, docs, by_kind, kind, edit, message):
+    edit(by_kind[kind])
+    errors = validate.core_errors(docs)
+    assert errors and all(kind in e for e in errors), errors
+    assert any(message in e for e in errors), errors
+
+
+def test_core_check_needs_no_network(validate, manifests, monkeypatch):
+    """kubernetes-validate reads the schemas its wheel carries; it never downloads one."""
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    assert validate.core_errors(manifests) == []
+    assert validate.core_errors(manifests, ("1.25",)) == []  # an older set, read for the first time
+
+
+def test_house_rules_hold(rules, manifests, repo_root):
+    assert rules.errors(manifests, repo_root / "pyproject.toml") == []
 
 
 def _head_container(d):
@@ -56,56 +137,44 @@ def _gpu_group(d):
     [
         (
             "RayJob",
-            lambda d: _head_container(d)["resources"]["limits"].pop("memory"),
-            "no resources.limits.memory",
-        ),
-        (
-            "RayService",
-            lambda d: _head_container(d)["resources"]["requests"].update(cpu="8"),
-            "resources.requests.cpu 8 exceeds the limit 4",
-        ),
-        (
-            "Deployment",
-            lambda d: d["spec"]["template"]["spec"]["securityContext"].update(runAsUser=0),
-            "runs as root",
-        ),
-        (
-            "RayJob",
-            lambda d: d["spec"]["submitterPodTemplate"]["spec"].pop("securityContext"),
-            "runAsNonRoot must be true",
-        ),
-        (
-            "RayService",
-            lambda d: _head_container(d)["securityContext"].update(allowPrivilegeEscalation=True),
-            "allowPrivilegeEscalation must be false",
-        ),
-        (
-            "Deployment",
-            lambda d: d["spec"]["template"]["spec"]["containers"][0].update(image="abs-ray:latest"),
-            "is not pinned to a tag",
-        ),
-        (
-            "RayJob",
             lambda d: _gpu_group(d)["rayStartParams"].update(
                 {"object-store-memory": str(16 << 30)}
             ),
-            "exceeds /dev/shm",
+            "group gpu: object-store-memory 17179869184 exceeds /dev/shm 10737418240",
         ),
         (
             "RayService",
             lambda d: _gpu_group(d)["template"]["spec"]["volumes"].clear(),
-            "no /dev/shm",
+            "group gpu: no /dev/shm",
+        ),
+        (
+            "RayService",
+            lambda d: _gpu_group(d)["template"]["spec"]["volumes"][0]["emptyDir"].pop("medium"),
+            "group gpu: no /dev/shm from a memory emptyDir",
         ),
         (
             "RayJob",
-            lambda d: _cluster(d)["autoscalerOptions"].pop("resources"),
-            "autoscalerOptions: no resources.requests.cpu",
+            lambda d: _cluster(d)["headGroupSpec"]["rayStartParams"].pop("object-store-memory"),
+            "head: rayStartParams has no object-store-memory",
+        ),
+        (
+            "RayJob",
+            lambda d: _head_container(d)["resources"]["limits"].update(memory="2Gi"),
+            "head: /dev/shm 2Gi leaves no memory of 2Gi",
+        ),
+        # any Kubernetes quantity form (here 10 GB in exponent notation < 10 GiB of /dev/shm)
+        (
+            "RayJob",
+            lambda d: _gpu_group(d)["template"]["spec"]["containers"][0]["resources"][
+                "limits"
+            ].update(memory="10e9"),
+            "group gpu: /dev/shm 10Gi leaves no memory of 10e9",
         ),
     ],
 )
-def test_policy_check_rejects(validate, docs, by_kind, kind, edit, message):
+def test_shared_memory_rule_rejects(rules, docs, by_kind, kind, edit, message):
     edit(by_kind[kind])
-    errors = validate.policy_errors(docs)
+    errors = rules.memory_errors(docs)
     assert any(message in e and kind in e for e in errors), errors
 
 
@@ -141,34 +210,24 @@ def _add_env(container: dict, var: dict) -> None:
             "no ConfigMap 'abs-ray'",
         ),
         (
-            "Service",
-            lambda d: d["spec"]["ports"][0].update(targetPort="web"),
-            "targetPort 'web' is no port of Deployment/abs-ray-mlflow",
-        ),
-        (
-            "Service",
-            lambda d: d["spec"]["selector"].update({"app.kubernetes.io/component": "x"}),
-            "matches no Deployment's pods",
-        ),
-        (
             "ConfigMap",
             lambda d: d.update(kind="Secret"),
             "a Secret in a manifest",
         ),
     ],
 )
-def test_reference_check_rejects(validate, docs, by_kind, kind, edit, message):
+def test_reference_rule_rejects(rules, docs, by_kind, kind, edit, message):
     edit(by_kind[kind])
-    errors = validate.reference_errors(docs)
+    errors = rules.reference_errors(docs)
     assert any(message in e for e in errors), errors
 
 
-def test_secrets_are_created_by_the_docs(validate, manifests, repo_root):
+def test_secrets_are_created_by_the_docs(rules, manifests, repo_root):
     """Every Secret referenced is one the guide tells the user to create, with its keys."""
-    used = set().union(*(validate.secret_references(d) for _, d in manifests))
-    assert used == set(validate.SECRETS)
+    used = set().union(*(rules.secret_references(d) for _, d in manifests))
+    assert used == set(rules.SECRETS)
     guide = (repo_root / "docs" / "deploy.md").read_text()
-    for name in validate.SECRETS:
+    for name in rules.SECRETS:
         assert re.search(rf"create secret generic {name}\b", guide), name
     s3 = guide[guide.index("create secret generic abs-ray-s3") :].split("```")[0]
     # the variables abs_ray.io reads (abs_ray/io/storage.py)
@@ -177,36 +236,68 @@ def test_secrets_are_created_by_the_docs(validate, manifests, repo_root):
     assert "auth_token=" in guide[guide.index("create secret generic abs-ray-ray-token") :]
 
 
-def test_one_ray_version_everywhere(dockerlint, validate, manifests, repo_root):
+def test_one_ray_version_everywhere(dockerlint, rules, manifests, repo_root):
     """pyproject.toml's pin, the Dockerfile's base image, rayVersion and the image tags agree."""
-    pins = dockerlint.pins(repo_root / "pyproject.toml")
-    instructions = dockerlint.parse((repo_root / "docker" / "Dockerfile").read_text())
-    assert dockerlint.build_args(instructions)["RAY_VERSION"] == pins["ray"]
-    assert dockerlint.base_image(instructions).startswith(f"rayproject/ray:{pins['ray']}-")
-    ray_docs = [d for _, d in manifests if d["kind"] in ("RayJob", "RayService")]
-    assert [_cluster(d)["rayVersion"] for d in ray_docs] == [pins["ray"]] * 2
-    tag = re.compile(
-        rf"^abs-ray:{re.escape(abs_ray.__version__)}-ray{re.escape(pins['ray'])}-(gpu|cpu)$"
+    version, ray = rules.pinned_versions(repo_root / "pyproject.toml")
+    assert ray == dockerlint.exact_pins(repo_root / "pyproject.toml")["ray"]
+    assert dockerlint.base_image(repo_root / "docker" / "Dockerfile").startswith(
+        f"rayproject/ray:{ray}-"
     )
-    images = {c["image"] for _, d in manifests for c in _containers(validate, d)}
-    assert images and all(tag.match(i) for i in images), images
+    ray_docs = [d for _, d in manifests if d["kind"] in ("RayJob", "RayService")]
+    assert [_cluster(d)["rayVersion"] for d in ray_docs] == [ray] * 2
+    images = {c["image"] for _, d in manifests for c in _containers(rules, d)}
+    assert images == {f"abs-ray:{version}-ray{ray}-gpu", f"abs-ray:{version}-ray{ray}-cpu"}
+    assert rules.version_errors(manifests, repo_root / "pyproject.toml") == []
 
 
-def test_gpu_image_exactly_where_gpus_are(validate, manifests):
+@pytest.mark.parametrize(
+    ("kind", "edit", "message"),
+    [
+        (
+            "RayService",
+            lambda d: _cluster(d).update(rayVersion="2.59.0"),
+            "rayVersion '2.59.0', pyproject pins 2.60.0",
+        ),
+        (
+            "RayJob",
+            lambda d: _head_container(d).update(image="abs-ray:0.1.0-ray2.59.0-cpu"),
+            "image abs-ray:0.1.0-ray2.59.0-cpu, expected abs-ray:0.1.0-ray2.60.0-<gpu|cpu>",
+        ),
+        (
+            "RayJob",
+            lambda d: d["spec"]["submitterPodTemplate"]["spec"]["containers"][0].update(
+                image="abs-ray:latest"
+            ),
+            "submitterPodTemplate.spec: image abs-ray:latest, expected",
+        ),
+        (
+            "Deployment",
+            lambda d: _mlflow(d).update(image="abs-ray:0.2.0-ray2.60.0-cpu"),
+            "image abs-ray:0.2.0-ray2.60.0-cpu, expected",
+        ),
+    ],
+)
+def test_version_rule_rejects(rules, docs, by_kind, repo_root, kind, edit, message):
+    edit(by_kind[kind])
+    errors = rules.version_errors(docs, repo_root / "pyproject.toml")
+    assert any(message in e and kind in e for e in errors), errors
+
+
+def test_gpu_image_exactly_where_gpus_are(rules, manifests):
     for _, doc in manifests:
-        for c in _containers(validate, doc):
+        for c in _containers(rules, doc):
             gpu = "nvidia.com/gpu" in (c.get("resources") or {}).get("limits", {})
             assert c["image"].endswith("-gpu") == gpu, (doc["kind"], c["name"], c["image"])
 
 
-def test_kustomization_lists_every_manifest_and_sets_the_image(validate, repo_root, manifests):
+def test_kustomization_lists_every_manifest_and_sets_the_image(rules, repo_root, manifests):
     k8s = repo_root / "k8s"
     kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
     files = {p.name for p in k8s.glob("*.yaml")} - {"kustomization.yaml"}
     assert sorted(kustomization["resources"]) == sorted(files)
     assert kustomization["namespace"] == "abs-ray"
     (image,) = kustomization["images"]
-    names = {c["image"].split(":")[0] for _, d in manifests for c in _containers(validate, d)}
+    names = {c["image"].split(":")[0] for _, d in manifests for c in _containers(rules, d)}
     assert names == {image["name"]}
 
 
@@ -214,11 +305,12 @@ def test_rayjob_runs_the_pipeline(by_kind, pipeline_cli, repo_root):
     job = by_kind["RayJob"]["spec"]
     argv = shlex.split(job["entrypoint"])
     assert argv[:2] == ["python", "jobs/pipeline.py"]
-    assert (repo_root / argv[1]).is_file()
+    assert "abs_ray.cli.pipeline import main" in (repo_root / argv[1]).read_text()
     # The job's own parser and config accept every flag and value.
     args = pipeline_cli.get_args_parser().parse_args(argv[2:])
     cfg = pipeline_cli.config_from_args(args)
     assert cfg.data.startswith("s3://") and cfg.out.startswith("s3://")
+    assert (cfg.resume, cfg.detector.num_labelled, cfg.inpaint.max_size) == (True, 200, 16)
     assert job["submissionMode"] == "K8sJobMode"
     assert job["shutdownAfterJobFinishes"] is True and job["ttlSecondsAfterFinished"] > 0
 
@@ -238,11 +330,11 @@ def test_cpu_head_and_autoscaling_gpu_group(by_kind, kind):
     assert cluster["authOptions"] == {"mode": "token", "secretName": "abs-ray-ray-token"}
 
 
-def test_containers_run_where_the_image_installs_the_project(dockerlint, by_kind, repo_root):
+def test_containers_run_where_the_image_installs_the_project(by_kind, repo_root):
     """workingDir is the image's WORKDIR, which is on PYTHONPATH (`deployments.augment`)."""
-    instructions = dockerlint.parse((repo_root / "docker" / "Dockerfile").read_text())
-    workdir = dockerlint.workdir(instructions)
-    assert dockerlint.stage_env(instructions)["PYTHONPATH"] == workdir
+    image = DockerfileParser(str(repo_root / "docker" / "Dockerfile"))
+    (workdir,) = [i["value"] for i in image.structure if i["instruction"] == "WORKDIR"]
+    assert image.envs["PYTHONPATH"] == workdir
     for kind in ("RayJob", "RayService"):
         for container in _ray_containers(by_kind[kind]):
             assert container["workingDir"] == workdir, (kind, container["name"])
@@ -282,3 +374,16 @@ def test_docs_name_only_files_that_exist(repo_root):
     paths |= set(re.findall(r"\b(docker/Dockerfile)\b", guide))
     assert paths
     assert sorted(p for p in paths if not (repo_root / p).exists()) == []
+
+
+def test_project_version_is_read_where_setuptools_reads_it(rules, repo_root, tmp_path):
+    """The version lives in ``abs_ray/__init__.py`` (pyproject's ``dynamic`` attr): the image
+    tag rule must read it there (a ``project["version"]`` lookup raised KeyError)."""
+    import abs_ray
+
+    assert rules.project_version(repo_root / "pyproject.toml") == abs_ray.__version__
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "9.8.7"\n')
+    assert rules.project_version(tmp_path / "pyproject.toml") == "9.8.7"
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndynamic = ["version"]\n')
+    with pytest.raises(ValueError, match="no project.version"):
+        rules.project_version(tmp_path / "pyproject.toml")

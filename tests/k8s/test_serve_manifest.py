@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import yaml
 
 from abs_ray.serve.config import check_serve_config
@@ -31,6 +33,11 @@ def test_serve_config_v2_is_the_repo_config(render, by_kind, repo_root):
     changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
     assert changed == {path for path, _, _ in render.CLUSTER_OVERRIDES}
     assert after[("http_options", "host")] == "0.0.0.0"
+    deployments = deployed["applications"][0]["deployments"]
+    for path, _, _ in render.CLUSTER_OVERRIDES:  # index paths name the intended deployment
+        if path[:3] == ("applications", 0, "deployments"):
+            assert deployments[path[3]]["name"] in ("SwapIngress", "SwapModel")
+    assert [d["name"] for d in deployments] == ["SwapIngress", "SwapModel"]
 
 
 def test_manifest_is_up_to_date(render, repo_root):
@@ -63,6 +70,43 @@ def test_cluster_serves_what_the_config_asks(by_kind):
     assert app["args"]["num_gpus"] >= 1
     needed = model["autoscaling_config"]["max_replicas"] * app["args"]["num_gpus"]
     assert gpu["maxReplicas"] * per_pod >= needed
+
+
+def test_serve_replicas_at_their_maxima_fit_the_worker_groups(by_kind, validate, docs):
+    """Every replica the autoscaling maxima allow can be placed on the cluster at its largest
+    (head with num-cpus 0 + maxReplicas GPU pods): none stays pending, the app stays
+    healthy. Raising a maximum past what the groups can place is an error."""
+    service = by_kind["RayService"]
+    nodes = validate.ray_nodes(service["spec"]["rayClusterConfig"])
+    assert nodes[0] == {"CPU": 0.0, "GPU": 0.0}  # the head runs no replica
+    assert validate.capacity_errors(docs) == []
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    model = config["applications"][0]["deployments"][1]
+    assert model["name"] == "SwapModel"  # the override paths in k8s/render.py index it
+    model["autoscaling_config"]["max_replicas"] = 5  # one more than there can be GPUs
+    bad = copy.deepcopy(service)
+    bad["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+    path = next(p for p, d in docs if d is service)
+    (error,) = validate.capacity_errors([(path, bad)])
+    assert "SwapModel needs CPU 1, GPU 1" in error and "GPU 4" in error
+
+
+def test_readiness_is_the_apps_and_the_head_takes_no_traffic(by_kind):
+    """Pods get Serve traffic when the app can answer (/v1/ready), not when the proxy runs."""
+    from deployments.augment import api
+
+    service = by_kind["RayService"]
+    assert service["spec"]["excludeHeadPodFromServeSvc"] is True
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    cluster = service["spec"]["rayClusterConfig"]
+    (gpu,) = cluster["workerGroupSpecs"]
+    container = gpu["template"]["spec"]["containers"][0]
+    probe = container["readinessProbe"]
+    assert probe["httpGet"] == {"path": "/v1/ready", "port": config["http_options"]["port"]}
+    assert "/v1/ready" in api.openapi()["paths"]
+    # the probe waits longer than the route's own deadline, so a 503 arrives as a 503
+    assert probe["timeoutSeconds"] > config["applications"][0]["args"]["ready_timeout_s"]
+    assert "livenessProbe" not in container  # KubeRay's own: a down model restarts no pod
 
 
 def test_render_rewrites_only_the_block(render, repo_root, tmp_path):

@@ -50,12 +50,17 @@ def _tiny_config(data: str, labels: str, **overrides) -> LabelConfig:
     """A labelling config with a fast retraining recipe (``test_tiny``, 64 px, G = 8)."""
     train = DetectorTrainConfig(
         out="unset",
-        detector="test_tiny",
+        backbone="test_tiny",
         weights=None,
         grid=GRID,
         image_size=SIZE,
         epochs=12,
         batch_size=8,
+        head="pooled",  # the paper's recipe, as before the dense default
+        optimizer="sgd",
+        schedule="plateau",
+        freeze_backbone=False,
+        allow_weak_detector=True,
         lr=1.0,
         backbone_lr=0.1,
         early_stop_patience=12,
@@ -65,7 +70,7 @@ def _tiny_config(data: str, labels: str, **overrides) -> LabelConfig:
         num_workers=2,
         log_every=50,
     )
-    values = dict(data=data, labels=labels, grid=GRID, target=10, prior="none", train=train)
+    values = dict(data=data, labels=labels, grid=GRID, target=10, prior="none", detector=train)
     return LabelConfig(**{**values, **overrides})
 
 

@@ -331,4 +331,4 @@ def test_unreadable_image_is_reported_and_never_handed_out(tmp_path, serve, tiny
     det_uri = str(tmp_path / "g4.pt")
     save_detector(create_detector("test_tiny", grid=4, image_size=SIZE, weights=None), det_uri)
     with pytest.raises(ConfigError, match="has grid 4x4, the labels use 8x8"):
-        LabelSession(tiny_config(data, str(tmp_path / "labels.csv"), detector=det_uri))
+        LabelSession(tiny_config(data, str(tmp_path / "labels.csv"), detector_checkpoint=det_uri))

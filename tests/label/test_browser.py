@@ -166,3 +166,144 @@ def test_label_in_the_browser(s3_data, serve, s3_server, tiny_config, browser, t
     browser.find_element("id", "train").click()
     _wait(browser, lambda d: "need at least 5 labelled images" in d.find_element("id", "msg").text)
     assert "bad" in browser.find_element("id", "msg").get_attribute("class")
+
+
+def _records(labels, s3_server) -> dict[str, str]:
+    try:
+        text = read_text(labels, s3_server)
+    except FileNotFoundError:
+        return {}
+    return {r.info: r.mask_string for r in parse_patch_label_csv(text, grid=GRID)}
+
+
+def _show_solid_image(driver, rgb: tuple[int, int, int]) -> None:
+    """Replace the shown image by a solid colour (as a bird of that colour would fill it)."""
+    driver.execute_async_script(
+        """
+        const [r, g, b, done] = arguments;
+        const img = document.getElementById("img");
+        const c = document.createElement("canvas");
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext("2d");
+        ctx.fillStyle = `rgb(${r}, ${g}, ${b})`;
+        ctx.fillRect(0, 0, c.width, c.height);
+        img.onload = () => done();
+        img.src = c.toDataURL();
+        """,
+        *rgb,
+    )
+
+
+def _changed_share(driver, grid_el, k: int, rgb: tuple[int, int, int]) -> float:
+    """Share of the cell's inner pixels (4 px in from its edge) that the overlay moves more
+    than 60 (RGB distance) away from the image colour under it."""
+    import numpy as np
+
+    shot = decode_image(grid_el.screenshot_as_png)[..., :3].astype(np.float64)
+    h, w = shot.shape[:2]
+    row, col = divmod(k, GRID)
+    y0, y1 = round(row * h / GRID) + 4, round((row + 1) * h / GRID) - 4
+    x0, x1 = round(col * w / GRID) + 4, round((col + 1) * w / GRID) - 4
+    cell = shot[y0:y1, x0:x1]
+    distance = np.sqrt(((cell - np.array(rgb, dtype=np.float64)) ** 2).sum(axis=-1))
+    return float((distance > 60).mean())
+
+
+def test_overlay_is_visible_on_any_object_colour(s3_data, serve, tiny_config, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    bucket, data, _ = s3_data
+    server = serve(tiny_config(data, f"{bucket}/labels/{uuid.uuid4().hex[:8]}/overlay.csv"))
+    browser.get(server.url + "/")
+    _wait(browser, lambda d: _body(d, "ready") == "1")
+    grid_el = browser.find_element("id", "grid")
+    on, off = 2 * GRID + 2, 5 * GRID + 5
+    ActionChains(browser).move_to_element_with_offset(
+        grid_el, *_offset(grid_el, 2, 2)
+    ).click().perform()
+    assert _on_cells(browser) == {on}
+    keep = os.environ.get(SCREENSHOT_DIR_ENV)
+    # A yellow bird (the old yellow tint vanished on it), black, white and grey ones.
+    for rgb in [(255, 220, 0), (0, 0, 0), (255, 255, 255), (128, 128, 128)]:
+        _show_solid_image(browser, rgb)
+        assert _changed_share(browser, grid_el, on, rgb) >= 0.3, rgb
+        assert _changed_share(browser, grid_el, off, rgb) < 0.05, rgb  # background stays clear
+        if keep:
+            name = "overlay_{}_{}_{}.png".format(*rgb)
+            with open(os.path.join(keep, name), "wb") as f:
+                f.write(grid_el.screenshot_as_png)
+
+
+def test_untouched_prefill_is_not_saved_by_n_alone_and_edits_undo(
+    s3_data, serve, s3_server, tiny_config, browser, tmp_path
+):
+    import json
+    import urllib.request
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    bucket, data, _ = s3_data
+    labels = f"{bucket}/labels/{uuid.uuid4().hex[:8]}/prefill.csv"
+    server = serve(tiny_config(data, labels, prior="saliency"))
+    browser.get(server.url + "/")
+    _wait(browser, lambda d: _body(d, "ready") == "1")
+    first = _body(browser, "current")
+    with urllib.request.urlopen(f"{server.url}/api/items/{first}") as r:
+        item = json.load(r)
+    assert item["source"] != "label" and "1" in item["mask"]  # a real pre-fill
+    assert _on_cells(browser) == {k for k, c in enumerate(item["mask"]) if c == "1"}
+
+    # Paging through with "n" does not turn an untouched pre-fill into a label: it asks.
+    body = browser.find_element("tag name", "body")
+    body.send_keys("n")
+    _wait(browser, lambda d: _body(d, "asked") == first)
+    assert _body(browser, "current") == first
+    assert "press n again" in browser.find_element("id", "msg").text
+    assert _records(labels, s3_server) == {}
+    keep = os.environ.get(SCREENSHOT_DIR_ENV)
+    if keep:
+        browser.save_screenshot(os.path.join(keep, "label_page_asks.png"))
+    body.send_keys("n")  # the second "n" accepts the pre-fill as it is
+    _wait(browser, lambda d: _body(d, "current") not in (None, first))
+    assert _records(labels, s3_server) == {first: item["mask"]}
+
+    # Undo: one step per click, per drag, per clear; "u" and Ctrl+Z alike.
+    second = _body(browser, "current")
+    grid_el = browser.find_element("id", "grid")
+    base = _on_cells(browser)
+    ActionChains(browser).move_to_element_with_offset(
+        grid_el, *_offset(grid_el, 0, 0)
+    ).click().perform()
+    after_click = base ^ {0}
+    assert _on_cells(browser) == after_click
+    chain = ActionChains(browser).move_to_element_with_offset(grid_el, *_offset(grid_el, 4, 1))
+    chain.click_and_hold()
+    for col in (2, 3, 4):
+        chain.move_to_element_with_offset(grid_el, *_offset(grid_el, 4, col))
+    chain.release().perform()
+    drag = {4 * GRID + c for c in range(1, 5)}
+    after_drag = after_click | drag if 4 * GRID + 1 not in after_click else after_click - drag
+    assert _on_cells(browser) == after_drag
+    body.send_keys("c")
+    assert _on_cells(browser) == set()
+    body.send_keys("u")
+    assert _on_cells(browser) == after_drag
+    body.send_keys("u")
+    assert _on_cells(browser) == after_click
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
+    assert _on_cells(browser) == base
+    body.send_keys("u")
+    assert "nothing to undo" in browser.find_element("id", "msg").text
+    # Undone back to the pre-fill, the image is untouched again: "n" asks, saves nothing.
+    body.send_keys("n")
+    _wait(browser, lambda d: _body(d, "asked") == second)
+    assert set(_records(labels, s3_server)) == {first}
+    # An edit then saves at once with "n".
+    ActionChains(browser).move_to_element_with_offset(
+        grid_el, *_offset(grid_el, 7, 0)
+    ).click().perform()
+    body.send_keys("n")
+    _wait(browser, lambda d: _body(d, "current") not in (None, second))
+    saved = _records(labels, s3_server)[second]
+    assert {k for k, c in enumerate(saved) if c == "1"} == base ^ {7 * GRID}

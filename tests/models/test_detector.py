@@ -16,6 +16,7 @@ from abs_ray.models import (
     load_detector,
     save_detector,
 )
+from abs_ray.models.backbones import backbone_spec
 from abs_ray.models.efficientnet_lite import lite0_weights_path
 
 
@@ -38,14 +39,20 @@ def test_registry_names():
         ("resnet50", None, 2048),
     ],
 )
-def test_shapes_for_every_backbone(name, weights, feature_dim):
-    det = create_detector(name, grid=8, image_size=64, weights=weights).eval()
+@pytest.mark.parametrize("head", ["pooled", "dense"])
+def test_shapes_for_every_backbone(name, weights, feature_dim, head):
+    det = create_detector(name, grid=8, image_size=64, weights=weights, head=head).eval()
     assert isinstance(det, Detector) and det.feature_dim == feature_dim
-    head = [m for m in det.head if isinstance(m, torch.nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in head] == [
-        (feature_dim, 2 * 64),
-        (2 * 64, 64),
-    ]
+    assert det.config.head == head
+    if head == "pooled":
+        linear = [m for m in det.head.modules() if isinstance(m, torch.nn.Linear)]
+        assert [(m.in_features, m.out_features) for m in linear] == [
+            (feature_dim, 2 * 64),
+            (2 * 64, 64),
+        ]
+    else:  # the first conv reads every feature map's channels
+        first = next(m for m in det.head.modules() if isinstance(m, torch.nn.Conv2d))
+        assert first.in_channels == sum(backbone_spec(name).feature_channels)
     x = torch.rand(2, 3, 64, 64)
     logits = det(x)
     prob = det.background_prob(x)
@@ -188,6 +195,48 @@ def test_checkpoint_round_trip(where, tmp_path, request):
     assert torch.equal(loaded(x), det(x))
 
 
+@pytest.mark.parametrize("grid", [8, 16])
+def test_dense_head_shapes_on_the_tiny_backbone(grid):
+    det = create_detector("test_tiny", grid=grid, image_size=64, freeze_backbone=True).eval()
+    x = torch.rand(3, 3, 64, 64)
+    frozen = det.frozen_features(x)  # every map resampled to G x G and concatenated
+    assert frozen.shape == (3, sum(backbone_spec("test_tiny").feature_channels), grid, grid)
+    assert det.logits_from_frozen(frozen).shape == (3, grid, grid)
+    assert torch.allclose(det.logits_from_frozen(frozen), det(x))
+    # one logit per patch, not one value broadcast over the grid
+    assert not torch.allclose(det(x)[:, :, :1], det(x)[:, :, -1:])
+
+
+@pytest.mark.parametrize("head", ["pooled", "dense"])
+def test_checkpoint_records_the_head(head, tmp_path):
+    det = create_detector("test_tiny", grid=4, image_size=32, head=head).eval()
+    save_detector(det, str(tmp_path / "d.pt"))
+    payload = torch.load(str(tmp_path / "d.pt"), weights_only=True)
+    assert payload["config"]["head"] == head
+    loaded = load_detector(str(tmp_path / "d.pt"))
+    assert loaded.config.head == head
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded(x), det(x))
+
+
+def test_checkpoint_without_head_loads_as_pooled(tmp_path):
+    """Checkpoints written before the dense head existed have no "head" in their config."""
+    det = create_detector("test_tiny", grid=4, image_size=32, head="pooled").eval()
+    save_detector(det, str(tmp_path / "new.pt"))
+    payload = torch.load(str(tmp_path / "new.pt"), weights_only=True)
+    del payload["config"]["head"]
+    torch.save(payload, str(tmp_path / "old.pt"))
+    loaded = load_detector(str(tmp_path / "old.pt"))
+    assert loaded.config.head == "pooled"
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded(x), det(x))
+
+
+def test_unknown_head():
+    with pytest.raises(ConfigError, match="unknown detector head 'fancy'; known: dense, pooled"):
+        create_detector("test_tiny", head="fancy")
+
+
 def test_checkpoint_of_pretrained_lite0_rebuilds_offline(tmp_path):
     det = create_detector("efficientnet_lite0", grid=4, image_size=64).eval()
     save_detector(det, str(tmp_path / "d.pt"))
@@ -207,7 +256,8 @@ def test_load_rejects_non_checkpoints(tmp_path):
 
 @pytest.mark.parametrize(("name", "blocks"), [("efficientnet_lite0", 4), ("test_tiny", 1)])
 def test_partial_freezing_splits_the_backbone_exactly(name, blocks):
-    det = create_detector(name, grid=4, image_size=64, freeze_backbone=True).eval()
+    det = create_detector(name, grid=4, image_size=64, freeze_backbone=True, head="pooled")
+    det.eval()
     x = torch.rand(2, 3, 64, 64)
     whole = det.features(x)
     det.freeze_backbone(True, trainable_blocks=blocks)
@@ -225,4 +275,6 @@ def test_partial_freezing_errors():
     with pytest.raises(ConfigError, match="trainable_blocks must be in 1..3, got 4"):
         create_detector("test_tiny", freeze_backbone=True, trainable_blocks=4)
     with pytest.raises(ConfigError, match="needs frozen=True"):
-        create_detector("test_tiny").freeze_backbone(False, trainable_blocks=1)
+        create_detector("test_tiny", head="pooled").freeze_backbone(False, trainable_blocks=1)
+    with pytest.raises(ConfigError, match="dense head .* not a partly frozen one"):
+        create_detector("test_tiny", freeze_backbone=True, trainable_blocks=1)

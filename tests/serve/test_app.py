@@ -8,14 +8,12 @@ cluster, and deleted afterwards with Serve shut down so later tests get their CP
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import http.server
 import json
-import os
-import socket
-import subprocess
-import sys
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from abs_ray.io import decode_image, encode_png
 
@@ -34,46 +33,11 @@ APP = "abs-swap"
 STILL = {"scale_min": 1, "scale_max": 1, "degrees": 0, "translate": 0}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def service(ray_cluster, tmp_path_factory, serve_config_path, repo_root):
+def service(deploy, shipped_config):
     """Base URL of the app deployed with ``serve deploy`` from the repo's config file."""
-    from ray import serve
-
-    config = yaml.safe_load(serve_config_path.read_text())
-    port = _free_port()
-    config["http_options"] = {**config["http_options"], "host": "127.0.0.1", "port": port}
-    path = tmp_path_factory.mktemp("serve") / "serve_config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    exe = os.path.join(os.path.dirname(sys.executable), "serve")
-    subprocess.run(
-        [exe, "deploy", str(path), "--address", ray_cluster["dashboard"]],
-        check=True,
-        cwd=repo_root,
-        capture_output=True,
-        timeout=120,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            status = serve.status().applications.get(APP)
-            if status is not None and status.status == "RUNNING":
-                break
-            if status is not None and status.status == "DEPLOY_FAILED":
-                pytest.fail(f"deploy failed: {status.message}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"app not running after 240 s: {status}")
-            time.sleep(1)
-        yield url
-    finally:
-        serve.delete(APP)
-        serve.shutdown()
+    with deploy(shipped_config) as app:
+        yield app.url
 
 
 def _swap(url, image: bytes, **params):
@@ -197,18 +161,32 @@ def test_inpaint_endpoint_changes_only_the_hole(service, sample):
     assert np.array_equal(out[far], sample.image[far])
 
 
-def test_info_health_and_docs(service):
+def test_info_health_ready_and_docs(service):
     info = requests.get(f"{service}/v1/info", timeout=30).json()
     assert info["mask_source"]["kind"] == "saliency" and info["mask_source"]["trained"] is False
     assert info["bank"]["source"] == "demo" and info["bank"]["size"] == 32
     assert info["abs_ray"] and info["torch"] and info["ray"]
     assert info["batching"]["max_batch_size"] == 8
+    assert info["limits"]["body_timeout_s"] == 10
     assert requests.get(f"{service}/-/healthz", timeout=30).status_code == 200
+    ready = requests.get(f"{service}/v1/ready", timeout=30)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    paths = requests.get(f"{service}/openapi.json", timeout=30).json()["paths"]
+    assert {"/v1/swap", "/v1/mask", "/v1/inpaint", "/v1/info", "/v1/ready"} <= set(paths)
+    assert "multipart/form-data" in paths["/v1/swap"]["post"]["requestBody"]["content"]
+
+
+def test_docs_page_loads_everything_from_the_service(service):
+    """Swagger UI is served offline: every URL on the page is the service's, and answers."""
     docs = requests.get(f"{service}/docs", timeout=30)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
-    paths = requests.get(f"{service}/openapi.json", timeout=30).json()["paths"]
-    assert {"/v1/swap", "/v1/mask", "/v1/inpaint", "/v1/info"} <= set(paths)
-    assert "multipart/form-data" in paths["/v1/swap"]["post"]["requestBody"]["content"]
+    assert not re.search(r"https?://", docs.text), "the docs page points outside the service"
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", docs.text)
+    assert any(u.endswith("swagger-ui-bundle.js") for u in urls), urls
+    for url in urls:
+        assert url.startswith("/"), url
+        assert requests.get(f"{service}{url}", timeout=30).status_code == 200, url
+    assert requests.get(f"{service}/redoc", timeout=30).status_code == 404  # CDN-only page: off
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -357,3 +335,231 @@ def test_200_requests_from_16_clients(service, synthetic_samples):
     for i, (_, ctype, content) in enumerate(results):
         assert ctype == "image/png"
         assert decode_image(content).shape[:2] == (64, 64), i
+
+
+# --- hostile clients -------------------------------------------------------------------------
+
+
+def _raw_post(url: str, path: str, body: bytes, content_type: bytes) -> tuple[int, dict]:
+    """POST with a Content-Type given as raw bytes (e.g. a non-ASCII boundary)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.putrequest("POST", path)
+        conn.putheader(b"Content-Type", content_type)
+        conn.putheader(b"Content-Length", str(len(body)).encode())
+        conn.endheaders(body)
+        response = conn.getresponse()
+        text = response.read()
+        try:
+            return response.status, json.loads(text)
+        except ValueError:
+            return response.status, {"text": text[:200]}
+    finally:
+        conn.close()
+
+
+def test_malformed_requests_get_4xx_not_500(service, sample):
+    good = encode_png(sample.image)
+    parts = {n: (f"{n}.png", good, "image/png") for n in ("image", "background", "mask")}
+    boundary_less = b"--x\r\nContent-Disposition: form-data; name=image\r\n\r\nabc\r\n--x--\r\n"
+    non_ascii = (
+        '--b\u00e9\r\nContent-Disposition: form-data; name="image"; filename="i.png"\r\n\r\n'
+    )
+    cases = [
+        (
+            "four parts",
+            lambda: requests.post(
+                f"{service}/v1/swap", files={**parts, "extra": ("x.png", good)}, timeout=60
+            ),
+            400,
+            "malformed_request",
+        ),
+        (
+            "70 kB text field",
+            lambda: requests.post(
+                f"{service}/v1/swap",
+                files={"image": parts["image"]},
+                data={"mask": "a" * 70_000},
+                timeout=60,
+            ),
+            400,
+            "malformed_request",
+        ),
+        ("label beyond int64", lambda: _swap(service, good, label=2**63), 422, "invalid_parameter"),
+        (
+            "group beyond int64",
+            lambda: _swap(service, good, group=-(2**63) - 1),
+            422,
+            "invalid_parameter",
+        ),
+        ("repeated n", lambda: _swap(service, good, n=[1, 2]), 422, "invalid_parameter"),
+        (
+            "repeated format",
+            lambda: _swap(service, good, format=["png", "json"]),
+            422,
+            "invalid_parameter",
+        ),
+    ]
+    for what, send, status, error in cases:
+        response = send()
+        assert response.status_code == status, (what, response.text)
+        body = response.json()
+        assert body["error"] == error and body["detail"], (what, body)
+    assert "'n'" in _swap(service, good, n=[1, 2]).json()["detail"]  # names the parameter
+    status, body = _raw_post(
+        service, "/v1/swap", boundary_less, b"multipart/form-data"
+    )  # no boundary
+    assert status == 400 and body["error"] == "malformed_request", body
+    # A non-ASCII boundary: parsed when header and body agree (latin-1 both), a 400 when
+    # they do not (UTF-8 in the header, latin-1 in the body), never a 500.
+    part = non_ascii.encode("latin-1") + good + "\r\n--b\u00e9--\r\n".encode("latin-1")
+    status, body = _raw_post(
+        service, "/v1/mask", part, "multipart/form-data; boundary=b\u00e9".encode()
+    )
+    assert status == 400 and body["error"] == "malformed_request", body
+    status, body = _raw_post(
+        service, "/v1/mask", part, "multipart/form-data; boundary=b\u00e9".encode("latin-1")
+    )
+    assert status == 200, body
+    assert _swap(service, good, label=[0, 1]).status_code == 200  # list parameters may repeat
+
+
+_QUERY_TOKENS = st.sampled_from(
+    [
+        "n",
+        "seed",
+        "label",
+        "group",
+        "format",
+        "degrees",
+        "scale_min",
+        "feather",
+        "x",
+        "%ff",
+        "\u00e9",
+        "1",
+        "0",
+        "-1",
+        str(2**64),
+        "1e999",
+        "nan",
+        "png",
+        "json",
+        "true",
+        "",
+    ]
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(pairs=st.lists(st.tuples(_QUERY_TOKENS, _QUERY_TOKENS), max_size=5))
+@example(pairs=[("label", str(2**64))])  # overflowed numpy in the model replica (a 500)
+@example(pairs=[("group", "-" + str(2**64))])
+def test_fuzz_query_strings_never_get_5xx(service, sample, pairs):
+    query = "&".join(f"{k}={v}" for k, v in pairs)
+    response = requests.post(
+        f"{service}/v1/swap?{query}",
+        data=encode_png(sample.image),
+        headers={"Content-Type": "image/png"},
+        timeout=60,
+    )
+    assert response.status_code < 500, (query, response.text)
+
+
+@st.composite
+def _multipart_bodies(draw):
+    boundary = draw(st.sampled_from(["b", "xYz-123", "\u00e9", "", "a" * 80]))
+    ctype = draw(
+        st.sampled_from(
+            [
+                f"multipart/form-data; boundary={boundary}",
+                "multipart/form-data",
+                f'multipart/form-data; boundary="{boundary}"',
+            ]
+        )
+    )
+    body = b""
+    for _ in range(draw(st.integers(0, 5))):
+        name = draw(st.sampled_from(["image", "background", "mask", "x", "", '"']))
+        filename = draw(st.sampled_from(['; filename="f.png"', "", '; filename=""']))
+        data = draw(st.one_of(st.binary(max_size=64), st.just(b"z" * 70_000)))
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n'
+        body += head.encode() + b"\r\n" + data + b"\r\n"
+    if draw(st.booleans()):
+        body += f"--{boundary}--\r\n".encode()
+    return body + draw(st.binary(max_size=8)), ctype.encode("latin-1", "replace")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=_multipart_bodies())
+def test_fuzz_multipart_bodies_never_get_5xx(service, case):
+    body, ctype = case
+    status, answer = _raw_post(service, "/v1/swap", body, ctype)
+    assert status < 500, (body[:200], ctype, answer)
+
+
+async def _slow_client(host: str, port: int, give_up_s: float) -> tuple[int | str, float, float]:
+    """Headers of a 100 kB swap body and 4 bytes, then one byte a second.
+
+    Returns the status (or ``closed``/``open``), the seconds it was open, and when it ended.
+    """
+    start = time.monotonic()
+    reader, writer = await asyncio.open_connection(host, port)
+    head = (
+        f"POST /v1/swap HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
+    writer.write(head.encode() + b"\x89PNG")
+
+    async def trickle():
+        while True:
+            await asyncio.sleep(1)
+            writer.write(b"\0")
+            await writer.drain()
+
+    drip = asyncio.ensure_future(trickle())
+    try:
+        line = await asyncio.wait_for(reader.readline(), give_up_s)
+        parts = line.split()
+        status = int(parts[1]) if len(parts) > 1 else "closed"
+    except (ConnectionError, OSError):
+        status = "closed"
+    except TimeoutError:
+        status = "open"
+    finally:
+        drip.cancel()
+        writer.close()
+    end = time.monotonic()
+    return status, end - start, end
+
+
+def test_slow_clients_are_cut_while_normal_requests_go_on(service, sample):
+    """300 trickling uploads: each is cut (408) after body_timeout_s (10 s), with slack for a
+    loaded machine; normal requests are answered before the first of them is cut (without
+    waiting for slots the slow ones hold)."""
+    host, port = service.removeprefix("http://").split(":")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def attack():
+        return await asyncio.gather(*(_slow_client(host, int(port), 90) for _ in range(300)))
+
+    slow = asyncio.run_coroutine_threadsafe(attack(), loop)
+    try:
+        time.sleep(2)  # all connected and sent their headers
+        answered_at = []
+        for i in range(8):
+            response = _swap(service, encode_png(sample.image), seed=i)
+            assert response.status_code == 200, response.text
+            answered_at.append(time.monotonic())
+        results = slow.result(120)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    statuses = sorted({str(s) for s, _, _ in results})
+    assert statuses in (["408"], ["408", "closed"]), statuses
+    assert max(t for _, t, _ in results) < 45, sorted(t for _, t, _ in results)[-5:]
+    first_cut = min(end for _, _, end in results)
+    assert sum(t < first_cut for t in answered_at) >= 3, (answered_at, first_cut)

@@ -12,7 +12,7 @@ import pytest
 from abs_ray.errors import DatasetError, StorageNotFoundError
 from abs_ray.io import encode_png, join, write_bytes
 from abs_ray.serve.bank import BackgroundBank
-from abs_ray.serve.errors import BankSelectionError
+from abs_ray.web.errors import BankSelectionError
 
 
 def _write_output(root: str, rows_per_file: list[list[dict]], s3=None) -> None:

@@ -8,7 +8,14 @@ import pytest
 import yaml
 
 from abs_ray.errors import ConfigError
-from abs_ray.serve.config import ServiceConfig, check_serve_config, unknown_keys
+from abs_ray.serve.config import (
+    LOCAL_CLUSTER,
+    ServiceConfig,
+    capacity_errors,
+    check_serve_config,
+    replica_resources,
+    unknown_keys,
+)
 
 APP = "deployments.augment:build_app"
 
@@ -104,3 +111,65 @@ def test_builder_validates_args():
     assert isinstance(build_app({"max_batch_size": 1}), Application)
     with pytest.raises(ConfigError, match="unknown service setting"):
         build_app({"detector": "x"})
+
+
+# --- the shipped config fits the cluster it is sized for -------------------------------------
+
+
+def test_shipped_config_fits_the_2_cpu_machine_it_declares(config):
+    """At the autoscaling maxima every replica can be placed on LOCAL_CLUSTER (2 CPUs): a
+    maximum that cannot be placed leaves a replica pending and the app UNHEALTHY."""
+    replicas = replica_resources(config, (APP,), gpus=False)
+    names = [name for name, _ in replicas]
+    assert names.count("SwapModel") >= 1 and names.count("SwapIngress") >= 1
+    assert capacity_errors(replicas, list(LOCAL_CLUSTER)) == []
+    # On a machine with one GPU, num_gpus auto asks one GPU per model replica: it fits too.
+    with_gpu = replica_resources(config, (APP,), gpus=True)
+    assert capacity_errors(with_gpu, [{"CPU": 2, "GPU": 1}]) == []
+
+
+def test_capacity_check_finds_maxima_the_cluster_cannot_place(config):
+    bad = copy.deepcopy(config)
+    model = next(d for d in bad["applications"][0]["deployments"] if d["name"] == "SwapModel")
+    model["autoscaling_config"]["max_replicas"] = 4  # the config before: 4 x 1 CPU on 2 CPUs
+    errors = capacity_errors(replica_resources(bad, (APP,), gpus=False), list(LOCAL_CLUSTER))
+    assert errors and "SwapModel needs CPU 1" in errors[0]
+    assert "cluster has CPU 2" in errors[-1]
+
+
+def test_capacity_check_packs_per_node_not_by_sums():
+    """Two 1-GPU replicas need two GPUs on whole nodes: half a GPU on each of 4 nodes won't do."""
+    two = [("SwapModel", {"CPU": 1.0, "GPU": 1.0})] * 2
+    assert capacity_errors(two, [{"CPU": 4, "GPU": 1}, {"CPU": 4, "GPU": 1}]) == []
+    assert capacity_errors(two, [{"CPU": 4, "GPU": 0.5}] * 4)  # 2 GPUs in sum, no whole one
+    assert capacity_errors([("SwapIngress", {"CPU": 0.5, "GPU": 0.0})] * 4, [{"CPU": 2}]) == []
+
+
+def test_replica_resources_follow_actor_options_and_refuse_open_ended_counts(config):
+    cfg = copy.deepcopy(config)
+    (app,) = cfg["applications"]
+    ingress = next(d for d in app["deployments"] if d["name"] == "SwapIngress")
+    ingress.pop("autoscaling_config")
+    ingress["num_replicas"] = 3
+    ingress["ray_actor_options"] = {"num_cpus": 0.25}
+    replicas = replica_resources(cfg, (APP,), gpus=False)
+    assert [r for n, r in replicas if n == "SwapIngress"] == [{"CPU": 0.25, "GPU": 0.0}] * 3
+    ingress["num_replicas"] = "auto"
+    with pytest.raises(ConfigError, match="no maximum"):
+        replica_resources(cfg, (APP,), gpus=False)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"body_timeout_s": 0},
+        {"model_retries": -1},
+        {"model_retries": 11},
+        {"retry_backoff_s": -1},
+        {"ready_timeout_s": 0},
+        {"docs": "no"},
+    ],
+)
+def test_service_config_rejects_bad_hostile_client_settings(values):
+    with pytest.raises(ConfigError):
+        ServiceConfig.from_dict(values)

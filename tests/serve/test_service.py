@@ -8,15 +8,9 @@ import torch
 
 from abs_ray.models import create_detector, save_detector
 from abs_ray.serve.config import ServiceConfig
-from abs_ray.serve.errors import BankSelectionError, InvalidRequestError
-from abs_ray.serve.service import (
-    InpaintResult,
-    Job,
-    MaskResult,
-    SwapOptions,
-    SwapResult,
-    SwapService,
-)
+from abs_ray.serve.jobs import InpaintResult, Job, MaskResult, SwapOptions, SwapResult
+from abs_ray.serve.service import SwapService
+from abs_ray.web.errors import BankSelectionError, InvalidRequestError
 
 STILL = {"scale": (1.0, 1.0), "degrees": 0.0, "translate": 0.0}
 
@@ -92,7 +86,7 @@ def test_detector_checkpoint_gives_its_mask(tmp_path, sample):
     """A tiny detector whose head outputs a fixed grid: the service's mask is that grid."""
     grid = torch.zeros(4, 4)
     grid[1:3, 1:3] = 1.0  # foreground patches
-    detector = create_detector("test_tiny", grid=4, image_size=32, weights=None)
+    detector = create_detector("test_tiny", grid=4, image_size=32, weights=None, head="pooled")
     last = detector.head[-1]
     with torch.no_grad():
         last.weight.zero_()

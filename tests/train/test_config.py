@@ -1,7 +1,6 @@
 """TrainConfig validation, the job's CLI, and the checks made against the data before training."""
 
 import dataclasses
-import importlib.util
 import os
 import pathlib
 
@@ -11,14 +10,16 @@ from abs_ray.errors import ConfigError, DatasetError
 from abs_ray.train import TrainConfig, scan_disentangled
 from abs_ray.train.config import RESUMABLE_CHANGES
 from abs_ray.train.run import resolve_config
+from abs_ray.train.tracking import resolve_artifact_location
 
 
 def _job():
+    """``abs-ray train``, which ``jobs/train.py`` runs."""
     path = pathlib.Path(__file__).parents[2] / "jobs" / "train.py"
-    spec = importlib.util.spec_from_file_location("jobs_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    assert "from abs_ray.cli.train import main" in path.read_text()
+    import abs_ray.cli.train
+
+    return abs_ray.cli.train
 
 
 def test_defaults_are_the_paper_recipe():
@@ -41,6 +42,7 @@ def test_defaults_are_the_paper_recipe():
     [
         ({"method": "mixup"}, "unknown method 'mixup'; known: abs, erm, erm_aug, oracle"),
         ({"backbone": "vgg16"}, "unknown classifier 'vgg16'; known"),
+        ({"backbone": "test_tiny", "weights": "imagenet"}, "test_tiny has no pretrained weights"),
         ({"select_by": "test_accuracy"}, "unknown select_by"),
         ({"batch_size": 30, "num_workers": 4}, "multiple of num_workers"),
         ({"epochs": 0}, "epochs must be an int >= 1"),
@@ -79,10 +81,10 @@ def test_cli_builds_the_config(tmp_path):
     args = job.get_args_parser().parse_args(
         [
             "--data", "s3://b/runs/wb1", "--out", str(tmp_path), "--method", "oracle",
-            "--backbone", "resnet18", "--weights", "none", "--freeze-backbone",
-            "--epochs", "3", "--batch-size", "8", "--crop-scale", "0.5,1.0",
-            "--swap-translate", "64", "--use-gpu", "false", "--num-workers", "4",
-            "--select-by", "val_worst_group_accuracy", "--no-hflip",
+            "--backbone", "resnet18", "--weights", "null", "--freeze_backbone", "true",
+            "--epochs", "3", "--batch_size", "8", "--crop_scale", "[0.5, 1.0]",
+            "--swap_translate", "64", "--use_gpu", "false", "--num_workers", "4",
+            "--select_by", "val_worst_group_accuracy", "--hflip", "false",
         ]
     )  # fmt: skip
     cfg = job.config_from_args(args)
@@ -101,7 +103,7 @@ def test_cli_builds_the_config(tmp_path):
     assert (cfg.use_gpu, cfg.num_workers, cfg.hflip) == (False, 4, False)
     assert cfg.select_by == "val_worst_group_accuracy"
     bad = job.get_args_parser().parse_args(
-        ["--data", "d", "--batch-size", "6", "--num-workers", "4"]
+        ["--data", "d", "--batch_size", "6", "--num_workers", "4"]
     )
     with pytest.raises(ConfigError, match="multiple of num_workers"):
         job.config_from_args(bad)
@@ -114,7 +116,11 @@ def test_checks_against_the_data(tiny_set, tmp_path, monkeypatch):
     assert (cfg.num_classes, cfg.image_size, cfg.use_gpu) == (2, 32, False)
     assert cfg.run_name == "abs-efficientnet_lite0-s0"
     assert cfg.mlflow_tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
-    assert cfg.mlflow_artifact_location == str(tmp_path / "mlartifacts")
+    # Left as configured (None): the tracking server's choice, else <out>/mlartifacts.
+    assert cfg.mlflow_artifact_location is None
+    assert resolve_artifact_location(None, cfg.out, cfg.mlflow_tracking_uri) == str(
+        tmp_path / "mlartifacts"
+    )
 
     with pytest.raises(ConfigError, match="fewer than one batch"):
         resolve_config(TrainConfig(data=tiny_set, out=str(tmp_path), batch_size=64), info)
@@ -159,3 +165,40 @@ def test_a_run_stored_with_relative_paths_still_resumes(tiny_set, tmp_path, monk
     (run_dir / "config.json").write_text(json.dumps({**stored, "out": "runs/other"}))
     with pytest.raises(ConfigError, match="exists with other settings"):
         _check_resume(cfg, str(run_dir), S3Options())
+
+
+def test_swap_val_selection_is_a_known_value_and_a_flag():
+    """``swap_val_accuracy`` (label-free) is validated like the other values and reaches the
+    job's CLI from the config field."""
+    from abs_ray.train.config import SELECT_BY, SELECTION_METRICS
+
+    assert SELECT_BY == ("val_accuracy", "val_worst_group_accuracy", "swap_val_accuracy")
+    assert SELECTION_METRICS["swap_val_accuracy"] == ("swap_val", "overall_accuracy")
+    cfg = TrainConfig(data="d", select_by="swap_val_accuracy")
+    assert TrainConfig.from_dict(cfg.to_dict()).select_by == "swap_val_accuracy"
+    with pytest.raises(ConfigError, match="unknown select_by 'swap_val'; known: .*swap_val_acc"):
+        TrainConfig(data="d", select_by="swap_val")
+    job = _job()
+    args = job.get_args_parser().parse_args(["--data", "d", "--select_by", "swap_val_accuracy"])
+    assert job.config_from_args(args).select_by == "swap_val_accuracy"
+    assert "swap_val_accuracy" in job.get_args_parser().format_help()
+
+
+def test_the_default_run_fits_a_two_cpu_machine():
+    """Two workers at 1 CPU each took both CPUs of a 2-core machine: `jobs/train.py` with its
+    defaults waited forever for a CPU to decode the data on."""
+    from abs_ray.train.config import cpu_request
+
+    assert cpu_request(TrainConfig(data="d", out="o")) <= 2 - 0.5
+    assert cpu_request(TrainConfig(data="d", out="o", num_workers=4, cpus_per_worker=1)) == 4.25
+
+
+def test_a_run_short_of_cpus_says_so(monkeypatch, caplog):
+    from abs_ray.train import run
+
+    monkeypatch.setattr(run, "cluster_cpus", lambda: 2.0)
+    with caplog.at_level("WARNING", logger="abs_ray.train.run"):
+        run._warn_if_short_of_cpus(TrainConfig(data="d", out="o"))
+        assert not caplog.records
+        run._warn_if_short_of_cpus(TrainConfig(data="d", out="o", cpus_per_worker=1))
+    assert "waits until more join" in caplog.text and "2.25 CPUs" in caplog.text
