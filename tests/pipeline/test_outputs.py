@@ -32,9 +32,26 @@ def snapshot(folder) -> dict[str, bytes]:
     }
 
 
+#: Not the output: the attempts, and the MLflow store `jobs/pipeline.py` keeps in a local
+#: output (``<out>/mlflow.db``, ``<out>/mlartifacts``), which records every attempt, failed too.
+NOT_OUTPUT = ("_staging", "mlflow.db", "mlartifacts")
+
+
 def committed(folder) -> dict[str, bytes]:
-    """The committed output: everything but the attempts."""
-    return {k: v for k, v in snapshot(folder).items() if not k.startswith("_staging")}
+    """The committed output: everything but the attempts and the MLflow store."""
+    return {k: v for k, v in snapshot(folder).items() if not k.startswith(NOT_OUTPUT)}
+
+
+def pipeline_runs(out) -> list[str]:
+    """Status of each pipeline run in ``<out>/mlflow.db``, oldest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{os.path.join(out, 'mlflow.db')}")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        order_by=["attributes.start_time ASC"],
+    )
+    return [r.info.status for r in runs if r.info.run_name.startswith("pipeline")]
 
 
 @pytest.fixture
@@ -200,6 +217,8 @@ def test_a_killed_driver_keeps_the_previous_output_and_resume_finishes(
     assert rows["id"].is_unique and len(rows) == n
     assert set(rows["inpainter"]) == {'{"name": "patchmatch"}'}
     assert list_attempts(out) == []
+    # MLflow saw both attempts: the killed one can only stay RUNNING (nothing ended it).
+    assert pipeline_runs(out) == ["RUNNING", "FINISHED"]
 
 
 def test_nothing_produced_is_an_error_and_commits_nothing(finished, tiny):
