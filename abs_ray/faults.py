@@ -22,16 +22,25 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClusterState", "cluster_events", "cluster_state"]
+__all__ = ["ClusterState", "FailedAttempt", "cluster_events", "cluster_state"]
 
 #: Most task attempts / actors read back from the state API per query.
 STATE_API_LIMIT = 10_000
 #: Seconds one state API query may take.
 STATE_API_TIMEOUT = 30
+
+
+class FailedAttempt(NamedTuple):
+    """A failed task attempt: its task's name, Ray's error type, and the id of the actor it
+    was creating (an actor-creation task), else ""."""
+
+    name: str
+    error_type: str
+    creating_actor: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +49,14 @@ class ClusterState:
 
     Attributes:
         nodes: node id → ``(alive, death message)`` of every node the GCS knows.
-        failed_attempts: ``(task id, attempt number)`` → ``(task name, error type, actor id
-            of an actor-creation task or "")`` of this job's failed task attempts (the third
-            may be left out); None without the state API.
+        failed_attempts: ``(task id, attempt number)`` → :class:`FailedAttempt` of this
+            job's failed task attempts; None without the state API.
         actors: actor id → ``(class name, restarts, death reason or "")`` of this job's
             actors; None without the state API.
     """
 
     nodes: dict[str, tuple[bool, str]]
-    failed_attempts: dict[tuple[str, int], tuple[str, ...]] | None
+    failed_attempts: dict[tuple[str, int], FailedAttempt] | None
     actors: dict[str, tuple[str, int, str]] | None
 
 
@@ -103,7 +111,7 @@ def _state_api(job_id: str, address: str):
         logger.info("Ray state API unavailable (%s): recording node events only", exc)
         return None, None
     failed = {
-        (t.task_id, int(t.attempt_number)): (
+        (t.task_id, int(t.attempt_number)): FailedAttempt(
             t.name,
             str(t.error_type or ""),
             (t.actor_id or "") if t.type == "ACTOR_CREATION_TASK" else "",
@@ -173,13 +181,13 @@ def cluster_events(before: ClusterState, after: ClusterState | None = None) -> d
         # fault. Tasks of actors that ran count (a pool's actors, stopped on purpose at the
         # stage's end, had real failures on a lost node before).
         stopped = {a for a, (_, _, reason) in after.actors.items() if reason in _ON_PURPOSE}
-        new = [
-            v[:2]
-            for k, v in after.failed_attempts.items()
-            if k not in old and (len(v) < 3 or v[2] not in stopped)
-        ]
-        events["failed_task_attempts"] = dict(collections.Counter(name for name, _ in new))
-        events["failed_task_attempts_by_error"] = dict(collections.Counter(e for _, e in new))
+        # FailedAttempt(*v): a plain (name, error type) tuple is taken too.
+        attempts = (FailedAttempt(*v) for k, v in after.failed_attempts.items() if k not in old)
+        new = [a for a in attempts if a.creating_actor not in stopped]
+        events["failed_task_attempts"] = dict(collections.Counter(a.name for a in new))
+        events["failed_task_attempts_by_error"] = dict(
+            collections.Counter(a.error_type for a in new)
+        )
         restarts: collections.Counter = collections.Counter()
         died: collections.Counter = collections.Counter()
         old_actors = before.actors or {}

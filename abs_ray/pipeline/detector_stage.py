@@ -47,17 +47,21 @@ def run_detector_stage(
         num_cpus=cpus, num_gpus=1 if gpus else 0, max_retries=0
     )
     from abs_ray.console import RemoteProgress
+    from abs_ray.models.detector_train import describe_metrics
     from abs_ray.models.detector_train.fit import PROGRESS_STAGE
 
     with RemoteProgress() as remote:
         remote.progress(PROGRESS_STAGE, total=train_cfg.epochs, unit="epoch")
         metrics = ray.get(task.remote(train_cfg, manifest, s3, progress=remote.handle))
-    held = metrics.get("held_out") or metrics.get("val") or {}
-    logger.info(
-        "detector trained in %.0f s: %s",
-        metrics["seconds"]["total"],
-        {k: held.get(k) for k in ("balanced_patch_accuracy", "mask_iou")},
-    )
+    split = "held_out" if metrics.get("held_out") else "val"
+    held = metrics.get(split) or {}
+    if held:
+        logger.info(
+            "detector trained in %.0f s; %s %s",
+            metrics["seconds"]["total"],
+            split.replace("_", "-"),
+            describe_metrics(held),
+        )
     accuracy = held.get("balanced_patch_accuracy")
     if accuracy is not None and accuracy < WEAK_DETECTOR:
         logger.warning(

@@ -5,11 +5,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["summary_text"]
+__all__ = ["summary_text", "train_text"]
 
 
 def _num(value: Any, digits: int = 3) -> str:
     return "n/a" if not isinstance(value, (int, float)) else f"{value:.{digits}g}"
+
+
+def train_text(train: Mapping[str, Any]) -> str:
+    """The train stage's result (``summary["train"]``) in one line.
+
+    >>> train_text({"method": "erm", "best": {"epoch": 4, "test": {"overall_accuracy": 0.98754,
+    ...     "worst_group_accuracy": 0.95}}})
+    'train (erm): best epoch 4, test accuracy 0.988, worst-group accuracy 0.95'
+    >>> train_text({"method": "abs", "state": "failed", "error": "TrainingError: ..."})
+    'train (abs): failed: TrainingError: ...'
+    """
+    if train.get("state") == "failed":
+        return f"train ({train.get('method')}): failed: {train.get('error')}"
+    best = train.get("best") or {}
+    test = best.get("test") or {}
+    return (
+        f"train ({train.get('method')}): best epoch {best.get('epoch')}, test accuracy "
+        f"{_num(test.get('overall_accuracy'))}, worst-group accuracy "
+        f"{_num(test.get('worst_group_accuracy'))}"
+    )
 
 
 def summary_text(summary: Mapping[str, Any]) -> str:
@@ -44,16 +64,8 @@ def summary_text(summary: Mapping[str, Any]) -> str:
             + (f"; per worker: {stages}" if stages else "")
         )
     train = summary.get("train") or {}
-    if train.get("state") == "failed":
-        lines.append(f"train ({train.get('method')}): failed: {train.get('error')}")
-    elif train:
-        best = train.get("best") or {}
-        test = best.get("test") or {}
-        lines.append(
-            f"train ({train.get('method')}): best epoch {best.get('epoch')}, test accuracy "
-            f"{_num(test.get('overall_accuracy'))}, worst-group accuracy "
-            f"{_num(test.get('worst_group_accuracy'))}"
-        )
+    if train:
+        lines.append(train_text(train))
     outputs = {**(summary.get("outputs") or {})}
     if train.get("report"):
         outputs["train_report"] = train["report"]

@@ -8,6 +8,7 @@ import time
 
 from abs_ray.io import S3Options, join
 from abs_ray.pipeline.config import PipelineConfig
+from abs_ray.pipeline.report import train_text
 
 logger = logging.getLogger(__name__)
 
@@ -23,16 +24,14 @@ def run_train_stage(cfg: PipelineConfig, s3: S3Options) -> dict:
     train_cfg = dataclasses.replace(cfg.train, data=cfg.out, out=join(cfg.out, "train"))
     t0 = time.perf_counter()
     report = run_training(train_cfg, s3)
-    best = report.get("best") or {}
-    logger.info(
-        "train (%s): best epoch %s, test %s", train_cfg.method, best.get("epoch"), best.get("test")
-    )
-    return {
+    result = {
         "method": train_cfg.method,
         "seconds": round(time.perf_counter() - t0, 2),
         "report": join(train_cfg.out, report["run_name"], "report.json"),
-        "best": best,
+        "best": report.get("best") or {},
         # Worker-group starts (1 = no restart) and the epochs the restarts resumed from.
         "attempts": report.get("attempts", 1),
         "resumed_from_epochs": report.get("resumed_from_epochs", []),
     }
+    logger.info("%s", train_text(result))
+    return result

@@ -12,6 +12,22 @@ TINY = SyntheticConfig(n_train=32, n_val=8, n_test=16, size=32, seed=0)
 
 
 @pytest.fixture(scope="session")
+def tiny_run() -> dict:
+    """Ray Train settings of a tiny run: the test backbone, two workers at half a CPU each
+    (one CPU of a 2-CPU machine left to Ray Data's decoding), an 8-image sample grid."""
+    return {
+        "backbone": "test_tiny",
+        "weights": None,
+        "batch_size": 8,
+        "num_workers": 2,
+        "cpus_per_worker": 0.5,
+        "eval_batch_size": 16,
+        "lr": 0.05,
+        "sample_grid": 8,
+    }
+
+
+@pytest.fixture(scope="session")
 def tiny_samples():
     """The samples of :data:`TINY` (image, true mask, clean background)."""
     return list(generate_synthetic(TINY))

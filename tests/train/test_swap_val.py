@@ -17,19 +17,6 @@ from abs_ray.train.data import decode_rows
 from abs_ray.train.run import _swap_val_pairs
 from abs_ray.train.swap_val import read_swap_val, swap_val_inputs, swap_val_partners
 
-#: As tests/train/test_training.py: 2 workers at half a CPU each leave one CPU of the 2 to
-#: Ray Data's decoding.
-TINY_RUN = {
-    "backbone": "test_tiny",
-    "weights": None,
-    "batch_size": 8,
-    "num_workers": 2,
-    "cpus_per_worker": 0.5,
-    "eval_batch_size": 16,
-    "lr": 0.05,
-    "sample_grid": 0,
-}
-
 
 def _batch(table: pa.Table) -> dict[str, np.ndarray]:
     """A pyarrow table as the numpy batch map_batches hands to decode_rows."""
@@ -154,7 +141,7 @@ def test_run_training_refuses_swap_selection_before_training(ray_cluster, tiny_s
 
 
 @pytest.fixture(scope="module")
-def swap_selected(ray_cluster, tiny_set, tmp_path_factory):
+def swap_selected(ray_cluster, tiny_set, tiny_run, tmp_path_factory):
     """A 2-epoch ``abs`` run on the tiny local set that selects by ``swap_val_accuracy``."""
     tmp = tmp_path_factory.mktemp("swap_selected")
     cfg = TrainConfig(
@@ -164,7 +151,7 @@ def swap_selected(ray_cluster, tiny_set, tmp_path_factory):
         epochs=2,
         select_by="swap_val_accuracy",
         mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-        **TINY_RUN,
+        **{**tiny_run, "sample_grid": 0},
     )
     return cfg, run_training(cfg)
 

@@ -15,19 +15,6 @@ from abs_ray.train import TrainConfig, run_training, scan_disentangled
 from abs_ray.train import write_disentangled_from_samples as write_set
 from abs_ray.train.loop import FaultInjection
 
-#: Small and quick: 2 workers at half a CPU each leave one CPU of the 2 to Ray Data's decoding.
-TINY_RUN = {
-    "backbone": "test_tiny",
-    "weights": None,
-    "batch_size": 8,
-    "num_workers": 2,
-    "cpus_per_worker": 0.5,
-    "eval_batch_size": 16,
-    "lr": 0.05,
-    "sample_grid": 8,
-}
-
-
 _PREDICT = """
 import sys
 try:
@@ -58,7 +45,7 @@ def _steps(client, run_id: str, key: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def killed_run(ray_cluster, s3_server, tiny_samples, tmp_path_factory):
+def killed_run(ray_cluster, s3_server, tiny_samples, tiny_run, tmp_path_factory):
     """One 2-epoch ``abs`` run on data in object storage, whose rank-1 worker exits abruptly
     after epoch 0's checkpoint (the run restarts its workers from that checkpoint)."""
     import uuid
@@ -77,7 +64,7 @@ def killed_run(ray_cluster, s3_server, tiny_samples, tmp_path_factory):
         max_failures=2,
         mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
         register_model="tiny-classifier",
-        **TINY_RUN,
+        **tiny_run,
     )
     marker = tmp / "killed.txt"
     report = run_training(cfg, s3=s3_server, fault=FaultInjection(1, 0, str(marker)))

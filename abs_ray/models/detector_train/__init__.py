@@ -26,6 +26,7 @@ from abs_ray.models.detector_train.augment import (
 from abs_ray.models.detector_train.config import DetectorTrainConfig
 from abs_ray.models.detector_train.evaluate import (
     IOU_REPORT_THRESHOLDS,
+    describe_metrics,
     evaluate_detector,
     predict_background_prob,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "LabelledImages",
     "apply_augment",
     "csv_labels_for_manifest",
+    "describe_metrics",
     "evaluate_detector",
     "fit_detector",
     "load_labelled_images",

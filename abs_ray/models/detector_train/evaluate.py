@@ -12,6 +12,7 @@ from abs_ray.ops.patches import upsample_patch_grid
 
 __all__ = [
     "IOU_REPORT_THRESHOLDS",
+    "describe_metrics",
     "evaluate_detector",
     "predict_background_prob",
     "to_float",
@@ -19,6 +20,20 @@ __all__ = [
 
 #: Tight thresholds at which :func:`evaluate_detector` also reports mask IoU.
 IOU_REPORT_THRESHOLDS: tuple[float, ...] = (0.33, 0.5)
+
+
+def describe_metrics(metrics: dict) -> str:
+    """One split's headline figures from :func:`evaluate_detector`, for a log line.
+
+    >>> describe_metrics({"n": 80.0, "balanced_patch_accuracy": 0.98424, "mask_iou": 0.7869})
+    'balanced patch accuracy 0.984, mask IoU 0.787 (80 images)'
+    >>> describe_metrics({"n": 8.0, "balanced_patch_accuracy": 0.5})
+    'balanced patch accuracy 0.500 (8 images)'
+    """
+    parts = [f"balanced patch accuracy {metrics['balanced_patch_accuracy']:.3f}"]
+    if metrics.get("mask_iou") is not None:
+        parts.append(f"mask IoU {metrics['mask_iou']:.3f}")
+    return f"{', '.join(parts)} ({int(metrics['n'])} images)"
 
 
 def to_float(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:

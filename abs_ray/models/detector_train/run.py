@@ -27,7 +27,11 @@ from abs_ray.io import S3Options, encode_png, join, read_text, write_bytes, writ
 from abs_ray.io.captions import add_legend
 from abs_ray.models.detector import Detector, create_detector, save_detector
 from abs_ray.models.detector_train.config import DetectorTrainConfig
-from abs_ray.models.detector_train.evaluate import evaluate_detector, predict_background_prob
+from abs_ray.models.detector_train.evaluate import (
+    describe_metrics,
+    evaluate_detector,
+    predict_background_prob,
+)
 from abs_ray.models.detector_train.fit import FitResult, fit_detector
 from abs_ray.models.detector_train.labels import (
     LabelledImages,
@@ -281,6 +285,11 @@ def train_detector(
         history=fit.history,
     )
     _write_outputs(model, data, metrics, cfg, device, s3)
-    summary = {k: metrics[k] for k in ("val", "held_out") if k in metrics}
-    logger.info("detector trained in %.1f s: %s", metrics["seconds"]["total"], summary)
+    logger.info(
+        "detector trained in %.1f s: %s",
+        metrics["seconds"]["total"],
+        "; ".join(
+            f"{k} {describe_metrics(metrics[k])}" for k in ("val", "held_out") if k in metrics
+        ),
+    )
     return metrics
