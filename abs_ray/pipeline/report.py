@@ -12,12 +12,17 @@ def _num(value: Any, digits: int = 3) -> str:
     return "n/a" if not isinstance(value, (int, float)) else f"{value:.{digits}g}"
 
 
+def _accuracy(value: Any) -> str:
+    return "n/a" if not isinstance(value, (int, float)) else f"{value:.3f}"
+
+
 def train_text(train: Mapping[str, Any]) -> str:
-    """The train stage's result (``summary["train"]``) in one line.
+    """The train stage's result (``summary["train"]``) in one line; accuracies with three
+    decimals, so a perfect score reads ``1.000`` like any other.
 
     >>> train_text({"method": "erm", "best": {"epoch": 4, "test": {"overall_accuracy": 0.98754,
-    ...     "worst_group_accuracy": 0.95}}})
-    'train (erm): best epoch 4, test accuracy 0.988, worst-group accuracy 0.95'
+    ...     "worst_group_accuracy": 1.0}}})
+    'train (erm): best epoch 4, test accuracy 0.988, worst-group accuracy 1.000'
     >>> train_text({"method": "abs", "state": "failed", "error": "TrainingError: ..."})
     'train (abs): failed: TrainingError: ...'
     """
@@ -27,8 +32,8 @@ def train_text(train: Mapping[str, Any]) -> str:
     test = best.get("test") or {}
     return (
         f"train ({train.get('method')}): best epoch {best.get('epoch')}, test accuracy "
-        f"{_num(test.get('overall_accuracy'))}, worst-group accuracy "
-        f"{_num(test.get('worst_group_accuracy'))}"
+        f"{_accuracy(test.get('overall_accuracy'))}, worst-group accuracy "
+        f"{_accuracy(test.get('worst_group_accuracy'))}"
     )
 
 
@@ -43,7 +48,7 @@ def summary_text(summary: Mapping[str, Any]) -> str:
     ...     "worst_group_accuracy": 0.75}}}}))
     summary: 4 images in, 3 ok, 1 errors (DecodeError: 1)
     rates: 2.5 images/s end to end; per worker: detect 9
-    train (abs): best epoch 2, test accuracy 0.9, worst-group accuracy 0.75
+    train (abs): best epoch 2, test accuracy 0.900, worst-group accuracy 0.750
     outputs: data out/data
     """
     lines = []
