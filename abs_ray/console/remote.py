@@ -124,11 +124,19 @@ class RemoteProgress:
 
         self._apply(*ray.get(self._actor.drain.remote(), timeout=timeout_s))
 
-    def _settle(self, quiet_s: float = 0.5, limit_s: float = 5.0) -> None:
-        """Drain until nothing arrives for ``quiet_s`` (at most ``limit_s``).
+    def _short_of_total(self) -> bool:
+        """Whether a stage with a known total is still open below it."""
+        steps = (self.board[stage] for stage in self.board.stages)
+        return any(p.total is not None and not p.closed and p.n < p.total for p in steps)
+
+    def _settle(self, quiet_s: float = 0.5, limit_s: float = 10.0, complete: bool = True) -> None:
+        """Drain until nothing arrives for ``quiet_s`` (at most ``limit_s``); with
+        ``complete``, also until every open stage with a total has reached it.
 
         A worker's calls are fire-and-forget: one made just before its task returned can
-        still be on its way to the actor when the driver gets here.
+        still be on its way to the actor when the driver gets here, and on a loaded machine
+        for longer than any quiet spell. Waiting for the totals makes a finished run's counts
+        exact; ``limit_s`` bounds the wait for a stage that really ended short.
         """
         import ray
 
@@ -139,7 +147,9 @@ class RemoteProgress:
             if added or totals or finished:
                 self._apply(added, totals, finished)
                 quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= quiet_s:
+            elif time.monotonic() - quiet_since >= quiet_s and not (
+                complete and self._short_of_total()
+            ):
                 return
             time.sleep(0.05)
 
@@ -178,7 +188,7 @@ class RemoteProgress:
         if self._thread is not None:
             self._thread.join()
         try:
-            self._settle()
+            self._settle(complete=exc_type is None)
         except Exception as exc:  # noqa: BLE001
             logger.debug("last progress poll failed: %s", exc)
         self.board.close(failed=exc_type is not None)

@@ -68,6 +68,20 @@ def test_workers_declare_totals_and_finish(ray_cluster):
         assert (step.n, step.total, step.closed) == (64, 64, True)
 
 
+def test_counts_arriving_after_a_quiet_spell_still_count(ray_cluster):
+    """A worker's last calls can reach the counter actor well after its task returned (a
+    loaded machine: 0 of 30 counted once in CI); a stage with a total waits for them."""
+    import threading
+
+    board = ProgressBoard(mode="off")
+    with RemoteProgress(board, poll_s=0.1) as remote:
+        remote.progress("late", total=3)
+        late = threading.Timer(1.5, remote.handle.add, args=("late", 3))
+        late.start()
+    late.join()
+    assert (board["late"].n, board["late"].closed) == (3, True)
+
+
 def test_ray_data_stage_reports_per_batch(ray_cluster):
     import ray
 
