@@ -335,7 +335,18 @@ def group_accuracy_figure(report: Mapping[str, Any]) -> Any:
         ax_line.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_line.set_xlabel("epoch")
     ax_line.set_title("worst-group accuracy")
-    ax_line.legend(loc="lower right")
+    if ax_line.lines:
+        ax_line.legend(loc="lower right")
+    else:  # a data set without group labels (e.g. class folders): say so, not an empty plot
+        ax_line.text(
+            0.5,
+            0.5,
+            "no group labels",
+            ha="center",
+            va="center",
+            color="gray",
+            transform=ax_line.transAxes,
+        )
     fig.suptitle(f"{report['config']['method']} / {report['config']['backbone']}")
     fig.tight_layout()
     return fig

@@ -109,6 +109,23 @@ def test_group_chart_with_one_epoch():
     assert np.isfinite([p.get_height() for p in fig.axes[0].patches]).all()
 
 
+def test_group_chart_without_group_labels_says_so_and_warns_nothing():
+    """Class folders have no groups: worst-group accuracy is NaN every epoch (a stranger's
+    run printed matplotlib's "No artists with labels found to put in legend")."""
+    import warnings
+
+    report = _report([], epochs=2)
+    report["best"]["val"]["per_group"] = {}
+    for entry in report["history"]:
+        entry["val"]["worst_group_accuracy"] = entry["test"]["worst_group_accuracy"] = math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = group_accuracy_figure(report)
+    ax_line = fig.axes[1]
+    assert not ax_line.lines and ax_line.get_legend() is None
+    assert [t.get_text() for t in ax_line.texts] == ["no group labels"]
+
+
 def test_register_model_flag_reaches_the_config():
     from abs_ray.cli import train as job
     from abs_ray.cli._parser import build_config
