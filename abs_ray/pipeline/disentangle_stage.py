@@ -13,6 +13,7 @@ from abs_ray.errors import ConfigError
 from abs_ray.io import S3Options, exists, join, write_bytes
 from abs_ray.pipeline.config import PipelineConfig, PoolConfig
 from abs_ray.pipeline.preview import swap_preview
+from abs_ray.pipeline.report import rates_text
 from abs_ray.pipeline.summary import (
     MIN_TIMED_SECONDS,
     _by_type_text,
@@ -347,13 +348,12 @@ def _outputs(cfg: PipelineConfig, out: str, final_out: str, s3: S3Options, *, ok
 def _log_result(tally: dict, rates: dict, wall: float, outputs: dict, final_out: str) -> None:
     counts = tally["counts"]
     logger.info(
-        "disentangle: %d in, %d ok, %d errors; %s images/s over %.1f s (per-worker images/s by stage: %s); output %s",
+        "disentangle: %d in, %d ok, %d errors in %.1f s; %s; output %s",
         counts["input"],
         counts["ok"],
         counts["errors"],
-        rates["disentangle"],
         wall,
-        {k: v for k, v in rates.items() if k != "disentangle"},
+        rates_text(rates),
         final_out,
     )
     if counts["errors"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["summary_text", "train_text"]
+__all__ = ["rates_text", "summary_text", "train_text"]
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -14,6 +14,22 @@ def _num(value: Any, digits: int = 3) -> str:
 
 def _accuracy(value: Any) -> str:
     return "n/a" if not isinstance(value, (int, float)) else f"{value:.3f}"
+
+
+def rates_text(rates: Mapping[str, Any]) -> str:
+    """End-to-end and per-worker images/s (``summary["images_per_s"]``) in words.
+
+    >>> rates_text({"disentangle": 2.5, "load": 168.47, "detect": 9.0})
+    '2.5 images/s end to end; per worker: load 168, detect 9'
+    >>> rates_text({"disentangle": None})
+    'no images processed in this run'
+    """
+    rates = dict(rates)
+    total = rates.pop("disentangle", None)
+    if total is None:
+        return "no images processed in this run"
+    stages = ", ".join(f"{k} {_num(v)}" for k, v in rates.items() if v is not None)
+    return f"{_num(total)} images/s end to end" + (f"; per worker: {stages}" if stages else "")
 
 
 def train_text(train: Mapping[str, Any]) -> str:
@@ -60,14 +76,9 @@ def summary_text(summary: Mapping[str, Any]) -> str:
             f"summary: {counts.get('input', 0)} images in, {counts.get('ok', 0)} ok, "
             f"{counts.get('errors', 0)} errors ({kinds})"
         )
-    rates = dict(summary.get("images_per_s") or {})
+    rates = summary.get("images_per_s") or {}
     if rates:
-        total = rates.pop("disentangle", None)
-        stages = ", ".join(f"{k} {_num(v)}" for k, v in rates.items() if v is not None)
-        lines.append(
-            f"rates: {_num(total)} images/s end to end"
-            + (f"; per worker: {stages}" if stages else "")
-        )
+        lines.append(f"rates: {rates_text(rates)}")
     train = summary.get("train") or {}
     if train:
         lines.append(train_text(train))
