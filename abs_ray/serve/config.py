@@ -285,11 +285,6 @@ class ServiceConfig:
         out["scale"] = list(self.scale)
         return out
 
-    @property
-    def bank_source(self) -> str:
-        """``demo`` or the bank URI."""
-        return "demo" if self.bank is None else self.bank
-
 
 # --- strict check of a Serve config ---------------------------------------------------------
 

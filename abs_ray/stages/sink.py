@@ -253,12 +253,6 @@ def read_columns(
     return out
 
 
-def clear_outputs(out: str, folders: Sequence[str], s3: S3Options | None = None) -> None:
-    """Delete output folders before a fresh (non-resumed) run, so rows are never duplicated."""
-    for folder in folders:
-        delete(join(out, folder), s3)
-
-
 def write_empty_errors(out: str, s3: S3Options | None = None) -> None:
     """An empty ``errors/`` table with the schema, so readers always find one."""
     write_bytes(join(out, "errors", "empty.parquet"), _parquet_bytes(empty_error_table()), s3)
